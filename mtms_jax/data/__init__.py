@@ -1,0 +1,53 @@
+"""Data sets as numpy columns plus their schema; see `mtms_jax.schema` for the columns."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+from mtms_jax.schema import FeatureSchema
+
+
+@dataclasses.dataclass
+class Dataset:
+  """Columns of a data set, its schema, and (synthetic data only) the true probabilities.
+
+  `truth`, when present, holds 'ctr' and 'cvr' arrays (N,) of the generating process's
+  p(click) and p(conversion | click), so reports can show the oracle's metrics.
+  """
+  columns: dict[str, np.ndarray]
+  schema: FeatureSchema
+  truth: dict[str, np.ndarray] | None = None
+  name: str = "data"
+
+  def __post_init__(self):
+    self.schema.validate(self.columns, source=self.name)
+
+  def __len__(self) -> int:
+    return len(self.columns["scene"])
+
+  def select(self, mask: np.ndarray, name: str | None = None) -> "Dataset":
+    """Rows where `mask` is true, as a new Dataset."""
+    return Dataset(columns={k: v[mask] for k, v in self.columns.items()},
+                   schema=self.schema,
+                   truth=None if self.truth is None else {k: v[mask] for k, v in
+                                                           self.truth.items()},
+                   name=name or self.name)
+
+  def days(self, days) -> "Dataset":
+    days = np.atleast_1d(np.asarray(days))
+    missing = sorted(set(days.tolist()) - set(np.unique(self.columns["day"]).tolist()))
+    if missing:
+      raise ValueError(f"{self.name}: no rows for day(s) {missing}; days present: "
+                       f"{np.unique(self.columns['day']).tolist()}")
+    return self.select(np.isin(self.columns["day"], days),
+                       name=f"{self.name}[days {days.tolist()}]")
+
+
+def as_columns(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Casts columns to the dtypes the pipeline and the models expect."""
+  dtypes = {"ids": np.int32, "dense": np.float32, "scene": np.int32, "click": np.float32,
+            "conversion": np.float32, "day": np.int32}
+  return {k: np.ascontiguousarray(columns[k], dtype=dtypes.get(k)) for k in columns}

@@ -1,0 +1,98 @@
+"""Stacked embedding tables: every component's tables in one array per embedding dim.
+
+Notation: B batch, F sparse fields, D embedding dim, C components, K components looked up
+per example.
+
+A component is a unit that owns an independent set of embedding tables: a (scene, task) pair
+in MTMS (paper Fig. 1), one scene in the shared-across-tasks variants, or the single shared
+component of ESMM-style models. The tables of all components and all fields of one dim are
+stacked in one array of shape (C * V, D), V the summed vocabulary of those fields, so that a
+lookup for any mix of components and fields is ONE gather:
+
+  row = component * V + field_offset + id
+
+`lookup` is the one place that reads tables; the sparse optimizers differentiate with respect
+to its output (the gathered rows) instead of the tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mtms_jax.schema import FeatureSchema
+
+Tables = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class TableGroup:
+  """The fields of one embedding dim, stacked over components."""
+  key: str                       # params key, e.g. 'dim16'
+  dim: int
+  fields: tuple[int, ...]        # positions in schema.sparse
+  offsets: tuple[int, ...]       # row offset of each field inside one component
+  rows_per_component: int        # V: summed vocabulary of the group's fields
+
+
+@dataclasses.dataclass(frozen=True)
+class TableLayout:
+  groups: tuple[TableGroup, ...]
+  num_components: int
+
+  @property
+  def num_rows(self) -> dict[str, int]:
+    return {g.key: g.rows_per_component * self.num_components for g in self.groups}
+
+  @property
+  def width(self) -> int:
+    """Features per component after concatenating all fields: sum of dims over fields."""
+    return sum(g.dim * len(g.fields) for g in self.groups)
+
+
+def make_layout(schema: FeatureSchema, num_components: int) -> TableLayout:
+  groups = []
+  for dim in sorted({f.dim for f in schema.sparse}):
+    fields = tuple(j for j, f in enumerate(schema.sparse) if f.dim == dim)
+    sizes = [schema.sparse[j].vocab_size for j in fields]
+    offsets = tuple(int(o) for o in np.cumsum([0] + sizes[:-1]))
+    groups.append(TableGroup(f"dim{dim}", dim, fields, offsets, int(sum(sizes))))
+  return TableLayout(tuple(groups), num_components)
+
+
+def init_tables(rng: jax.Array, layout: TableLayout, stddev: float = 0.05) -> Tables:
+  """Normal(0, stddev) tables. Drawn one group at a time to bound peak memory."""
+  keys = jax.random.split(rng, len(layout.groups))
+  return {g.key: stddev * jax.random.normal(k, (layout.num_rows[g.key], g.dim), jnp.float32)
+          for k, g in zip(keys, layout.groups)}
+
+
+def row_index(layout: TableLayout, ids: jax.Array, components: jax.Array) -> dict[str, jax.Array]:
+  """Flat table rows for each example, component and field.
+
+  Args:
+    ids: (B, F) int32 ids, one column per sparse field.
+    components: (B, K) int32 component of each of the K lookups of an example.
+  Returns:
+    {group key: (B, K, F_g) int32 rows into that group's table}.
+  """
+  index = {}
+  for g in layout.groups:
+    field_ids = ids[:, list(g.fields)] + jnp.asarray(g.offsets, jnp.int32)       # (B, F_g)
+    index[g.key] = (components[:, :, None] * g.rows_per_component
+                    + field_ids[:, None, :]).astype(jnp.int32)
+  return index
+
+
+def lookup(tables: Tables, index: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Gathers rows: {key: (B, K, F_g)} -> {key: (B, K, F_g, D_g)}. One gather per dim."""
+  return {k: jnp.take(tables[k], idx, axis=0, mode="clip") for k, idx in index.items()}
+
+
+def flatten_rows(rows: dict[str, jax.Array]) -> jax.Array:
+  """(B, K, F_g, D_g) per group -> (B, K, sum_g F_g * D_g), groups in sorted-key order."""
+  parts = [r.reshape(r.shape[:2] + (-1,)) for _, r in sorted(rows.items())]
+  return jnp.concatenate(parts, axis=-1)
