@@ -1,0 +1,75 @@
+"""Pieces shared by experiment files: the base config and the `smoke` shrink.
+
+`get_config(arg)` in an experiment file receives what follows ':' in
+`--config experiments/NAME.py:ARG`; `smoke` shrinks data and steps to a seconds-long run
+(the tests run every experiment this way).
+"""
+
+import ml_collections
+
+
+def parse_arg(arg):
+  """'smoke' or None -> set of flags."""
+  flags = set(filter(None, (arg or "").split(",")))
+  unknown = flags - {"smoke"}
+  if unknown:
+    raise ValueError(f"unknown config args {sorted(unknown)}; known: ['smoke']")
+  return flags
+
+
+def synthetic_data(**overrides):
+  kwargs = dict(num_scenes=2, num_days=4, rows_per_day=100_000, num_users=1000, num_ads=300,
+                embedding_dim=8, seed=0)
+  kwargs.update(overrides)
+  return ml_collections.ConfigDict({"name": "synthetic", "kwargs": kwargs})
+
+
+def phase(loss="ctr+cvr+ctcvr", epochs=1.0, learning_rate=3e-3, optimizer="adam"):
+  return ml_collections.ConfigDict({
+      "loss": loss,
+      "loss_weights": {},
+      "epochs": epochs,
+      "steps": 0,                  # > 0 overrides epochs
+      "optimizer": {"name": optimizer, "learning_rate": learning_rate, "clip_norm": 0.0},
+  })
+
+
+def base_config(arg=None) -> ml_collections.ConfigDict:
+  """MTMS, non-shared embeddings, alternating embedding/ranking phases on synthetic data."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data = synthetic_data()
+  config.train_days = (0, 1, 2)      # trained in order: day T starts from day T-1's state
+  config.test_day = 3
+  config.model = ml_collections.ConfigDict({
+      "name": "mtms",
+      "sharing": "none",             # none | tasks | all
+      "tower_hidden": (32, 16),
+      "ranking_hidden": (128, 64),
+      "aggregation": "concat",       # concat | mean
+  })
+  config.schedule = ml_collections.ConfigDict({
+      "order": ("embedding", "ranking"),
+      "rounds_per_day": 1,
+  })
+  config.phases = ml_collections.ConfigDict({
+      "embedding": phase(epochs=2.0),
+      "ranking": phase(epochs=1.0, learning_rate=1e-3),
+  })
+  config.batch_size = 512
+  config.eval_batch_size = 8192
+  config.log_every = 100
+  if "smoke" in parse_arg(arg):
+    shrink(config)
+  return config
+
+
+def shrink(config):
+  """Seconds-long: tiny data, a few steps per phase."""
+  if config.data.name == "synthetic":
+    config.data.kwargs.update(rows_per_day=2000, num_users=50, num_ads=20)
+  for name in config.phases:
+    config.phases[name].steps = 3
+  config.batch_size = 64
+  config.eval_batch_size = 512
+  config.log_every = 1

@@ -1,0 +1,44 @@
+"""Models: each module `mtms_jax.models.<name>` exposes `Model(schema, config)`.
+
+A model is a plain object (not a flax Module) with:
+  layout      embedding.TableLayout of its stacked tables
+  phases      {phase name: tuple of top-level params keys that phase trains}
+  eval_phase  the phase whose outputs are the model's predictions
+  init(rng) -> params  {'embedding': {'tables': {...}, ...}, 'ranking': {...}}
+  components(scene, phase) -> (B, K) int32 components each example looks up
+  apply(params, rows, batch, phase) -> {'ctr_logit': (B,), 'cvr_logit': (B,)}
+
+`forward` is the one path from a batch to logits: components -> row index -> lookup -> apply.
+Keeping the lookup out of the models lets the sparse optimizers differentiate with respect to
+the gathered rows.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import jax
+import ml_collections
+
+from mtms_jax import embedding
+from mtms_jax.schema import FeatureSchema
+
+
+def get_model(schema: FeatureSchema, config: ml_collections.ConfigDict):
+  """Imports `mtms_jax.models.<config.name>` and builds its Model."""
+  try:
+    module = importlib.import_module(f"mtms_jax.models.{config.name}")
+  except ModuleNotFoundError as e:
+    raise ValueError(f"config.model.name={config.name!r}: no module mtms_jax.models."
+                     f"{config.name}") from e
+  return module.Model(schema, config)
+
+
+def embedding_index(model, batch, phase: str) -> dict[str, jax.Array]:
+  return embedding.row_index(model.layout, batch["ids"], model.components(batch["scene"], phase))
+
+
+def forward(model, params, batch, phase: str) -> dict[str, jax.Array]:
+  """Logits {'ctr_logit', 'cvr_logit'} (B,) of `model` in `phase` for `batch`."""
+  rows = embedding.lookup(params["embedding"]["tables"], embedding_index(model, batch, phase))
+  return model.apply(params, rows, batch, phase)
