@@ -10,7 +10,7 @@ A loss spec is '+'-joined task names:
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp

@@ -7,7 +7,7 @@ flat report are '<split>/<scene>/<task>/<metric>', e.g. 'test/scene0/cvr/auc'; t
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from scipy import stats

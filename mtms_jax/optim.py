@@ -7,7 +7,7 @@ gradient through for masked-out leaves instead of freezing them.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import ml_collections
 import optax

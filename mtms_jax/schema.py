@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ class FeatureSchema:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "FeatureSchema":
+  def from_dict(cls, d: Mapping[str, Any]) -> FeatureSchema:
     return cls(sparse=tuple(SparseField(**f) for f in d["sparse"]),
                dense=tuple(DenseField(**f) for f in d.get("dense", ())),
                scenes=tuple(d["scenes"]))
@@ -96,7 +97,7 @@ class FeatureSchema:
       json.dump(self.to_dict(), f, indent=2)
 
   @classmethod
-  def load(cls, path) -> "FeatureSchema":
+  def load(cls, path) -> FeatureSchema:
     with open(path) as f:
       return cls.from_dict(json.load(f))
 

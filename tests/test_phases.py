@@ -32,7 +32,7 @@ def _num_elements(tree):
 
 
 def test_each_phase_freezes_the_other_subtree_bitwise(setup):
-  model, params, txs, update_fns, batches = setup
+  _, params, txs, update_fns, batches = setup
   state = train.init_state(jax.tree.map(jax.numpy.array, params), txs)
   for phase, frozen in (("ranking", "embedding"), ("embedding", "ranking"),
                         ("ranking", "embedding")):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class Dataset:
   def __len__(self) -> int:
     return len(self.columns["scene"])
 
-  def select(self, mask: np.ndarray, name: str | None = None) -> "Dataset":
+  def select(self, mask: np.ndarray, name: str | None = None) -> Dataset:
     """Rows where `mask` is true, as a new Dataset."""
     return Dataset(columns={k: v[mask] for k, v in self.columns.items()},
                    schema=self.schema,
@@ -36,7 +36,7 @@ class Dataset:
                                                            self.truth.items()},
                    name=name or self.name)
 
-  def days(self, days) -> "Dataset":
+  def days(self, days) -> Dataset:
     days = np.atleast_1d(np.asarray(days))
     missing = sorted(set(days.tolist()) - set(np.unique(self.columns["day"]).tolist()))
     if missing:

@@ -9,7 +9,7 @@ columns with one numpy fancy index per column. The iterator's state is grain's
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import grain
 import numpy as np
