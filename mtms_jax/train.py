@@ -1,7 +1,7 @@
 """The trainer: data -> model -> per-phase optimizers -> alternating schedule -> evaluation.
 
 `train_and_evaluate(config, workdir)` is the whole job; `main.py` only parses flags. Read it
-top to bottom: Data | Model & optimizers | Update step | Schedule | Loop | Evaluation.
+top to bottom: Data | Schedule | Evaluation | Loop; the step functions live in step.py.
 
 Schedule (the paper's alternating update, Sec. III-C): for each training day, in order, and
 for `schedule.rounds_per_day` rounds, each phase in `schedule.order` runs for its steps
@@ -18,21 +18,15 @@ import json
 import math
 import os
 import time
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import tqdm
 from tensorboardX import SummaryWriter
 
-from mtms_jax import losses, metrics, models, optim
+from mtms_jax import metrics, models, step as step_lib
 from mtms_jax.data import Dataset, pipeline
-
-State = dict[str, Any]
-
 
 # ----------------------------------------------------------------------------------------
 # Data
@@ -41,53 +35,6 @@ def load_data(config: ml_collections.ConfigDict) -> Dataset:
   """Imports `mtms_jax.data.<config.name>` and calls its `load(**config.kwargs)`."""
   module = importlib.import_module(f"mtms_jax.data.{config.name}")
   return module.load(**config.get("kwargs", {}))
-
-
-# ----------------------------------------------------------------------------------------
-# Model & optimizers
-# ----------------------------------------------------------------------------------------
-def make_phase_txs(config: ml_collections.ConfigDict, model, params) -> dict:
-  txs = {}
-  for phase in config.schedule.order:
-    if phase not in model.phases:
-      raise ValueError(f"config.schedule.order names phase {phase!r}; model "
-                       f"{config.model.name!r} has phases {tuple(model.phases)}")
-    txs[phase] = optim.make_phase_tx(config.phases[phase].optimizer, params,
-                                     model.phases[phase])
-  return txs
-
-
-def init_state(params, txs: dict) -> State:
-  return {"params": params,
-          "opt": {phase: tx.init(params) for phase, tx in txs.items()},
-          "step": jnp.zeros((), jnp.int32)}
-
-
-# ----------------------------------------------------------------------------------------
-# Update step
-# ----------------------------------------------------------------------------------------
-def make_update_fn(model, tx: optax.GradientTransformation, phase: str,
-                   phase_config: ml_collections.ConfigDict):
-  """A pure `update(state, batch) -> (state, measurements)` for one phase, jitted, donated."""
-  loss_spec = phase_config.loss
-  losses.parse_loss(loss_spec)          # fail on a bad spec before compiling
-  weights = dict(phase_config.get("loss_weights", {}))
-
-  def loss_fn(params, batch):
-    outputs = models.forward(model, params, batch, phase)
-    return losses.combine(outputs, batch, loss_spec, weights)
-
-  def update(state: State, batch) -> tuple[State, dict]:
-    (loss, task_losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch)
-    updates, opt_state = tx.update(grads, state["opt"][phase], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    new_state = {"params": params, "opt": {**state["opt"], phase: opt_state},
-                 "step": state["step"] + 1}
-    measurements = {"loss": loss, **{f"loss_{k}": v for k, v in task_losses.items()}}
-    return new_state, measurements
-
-  return jax.jit(update, donate_argnums=0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -120,14 +67,6 @@ def make_schedule(config: ml_collections.ConfigDict, rows_per_day: dict[int, int
 # ----------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------
-def make_predict_fn(model, phase: str):
-  def predict(params, batch):
-    outputs = models.forward(model, params, batch, phase)
-    return {"ctr": jax.nn.sigmoid(outputs["ctr_logit"]),
-            "cvr": jax.nn.sigmoid(outputs["cvr_logit"])}
-  return jax.jit(predict)
-
-
 def predict(predict_fn, params, data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
   parts = {"ctr": [], "cvr": []}
   for batch, n in pipeline.eval_batches(data.columns, batch_size):
@@ -187,9 +126,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   model = models.get_model(data.schema, config.model)
   params = model.init(jax.random.key(config.seed))
-  txs = make_phase_txs(config, model, params)
-  state = init_state(params, txs)
-  update_fns = {phase: make_update_fn(model, tx, phase, config.phases[phase])
+  txs = step_lib.make_phase_txs(config, model, params)
+  state = step_lib.init_state(params, txs)
+  update_fns = {phase: step_lib.make_update_fn(model, tx, phase, config.phases[phase])
                 for phase, tx in txs.items()}
 
   schedule = make_schedule(config, {d: len(ds) for d, ds in train_days.items()})
@@ -217,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   progress.close()
   train_seconds = time.time() - start
 
-  results = evaluate(make_predict_fn(model, model.eval_phase), state["params"], test_data,
+  results = evaluate(step_lib.make_predict_fn(model, model.eval_phase), state["params"], test_data,
                      config.eval_batch_size, split="test")
   results["train_seconds"] = train_seconds
   results["train_steps"] = step

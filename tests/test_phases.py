@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from experiments import common
-from mtms_jax import models, train
+from mtms_jax import models, step
 from mtms_jax.data import pipeline
 
 
@@ -15,10 +15,10 @@ def setup(tiny_data):
   config = common.base_config("smoke")
   model = models.get_model(tiny_data.schema, config.model)
   params = model.init(jax.random.key(0))
-  txs = train.make_phase_txs(config, model, params)
+  txs = step.make_phase_txs(config, model, params)
   # Updates donate their state, so every test starts from its own copy of these params.
   params = jax.tree.map(np.array, params)
-  update_fns = {p: train.make_update_fn(model, tx, p, config.phases[p]) for p, tx in txs.items()}
+  update_fns = {p: step.make_update_fn(model, tx, p, config.phases[p]) for p, tx in txs.items()}
   batches = pipeline.train_iterator(tiny_data.columns, 64, 100, seed=0)
   return model, params, txs, update_fns, batches
 
@@ -33,7 +33,7 @@ def _num_elements(tree):
 
 def test_each_phase_freezes_the_other_subtree_bitwise(setup):
   _, params, txs, update_fns, batches = setup
-  state = train.init_state(jax.tree.map(jax.numpy.array, params), txs)
+  state = step.init_state(jax.tree.map(jax.numpy.array, params), txs)
   for phase, frozen in (("ranking", "embedding"), ("embedding", "ranking"),
                         ("ranking", "embedding")):
     before = _copy(state["params"])
@@ -50,7 +50,7 @@ def test_each_phase_freezes_the_other_subtree_bitwise(setup):
 
 def test_frozen_subtree_has_no_optimizer_moments(setup):
   _, params, txs, _, _ = setup
-  state = train.init_state(jax.tree.map(jax.numpy.array, params), txs)
+  state = step.init_state(jax.tree.map(jax.numpy.array, params), txs)
   for phase, trained in (("embedding", "embedding"), ("ranking", "ranking")):
     opt_state = state["opt"][phase]
     # Adam keeps mu and nu for the trained subtree, plus scalar counts; nothing else.
@@ -62,7 +62,7 @@ def test_frozen_subtree_has_no_optimizer_moments(setup):
 
 def test_moments_persist_across_alternation(setup):
   _, params, txs, update_fns, batches = setup
-  state = train.init_state(jax.tree.map(jax.numpy.array, params), txs)
+  state = step.init_state(jax.tree.map(jax.numpy.array, params), txs)
   state, _ = update_fns["embedding"](state, next(batches))
   moments = _copy(state["opt"]["embedding"])
   state, _ = update_fns["ranking"](state, next(batches))
