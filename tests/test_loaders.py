@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtms_jax.data import aliccp
+from mtms_jax.data import aliccp, aliexpress
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DTYPES = {"ids": np.int32, "dense": np.float32, "scene": np.int32, "click": np.float32,
@@ -95,3 +95,84 @@ def test_aliccp_headerless_file_of_unknown_width(tmp_path):
   path.write_text("0,0,1,2\n")
   with pytest.raises(ValueError, match=r"test\.csv, line 1: no header line and 4 columns"):
     aliccp.load(path)
+
+
+# AliExpress.
+
+def test_aliexpress_torch_rechub_folder():
+  data = aliexpress.load(shared("aliexpress", "torch_rechub_sample"), country="US")
+  c = check_contract(data, 120, 16, 63)
+  assert data.schema.scenes == ("US",)
+  assert np.bincount(c["day"]).tolist() == [100, 20]  # train, test
+  assert per_day(c, "click") == [60, 10] and per_day(c, "conversion") == [2, 2]
+  train = c["dense"][c["day"] == 0]
+  np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-5)
+
+
+def test_aliexpress_fuxictr_folder():
+  data = aliexpress.load(shared("aliexpress", "fuxictr_tiny_mtl"), country="unknown")
+  c = check_contract(data, 200, 16, 63)
+  assert per_day(c, "click") == [3, 6] and per_day(c, "conversion") == [2, 1]
+
+
+def aliexpress_csv(path: Path, rows: list[dict[str, object]]) -> Path:
+  names = (["search_id"] + [f"categorical_{i}" for i in range(1, 17)]
+           + [f"numerical_{i}" for i in range(1, 64)] + ["click", "conversion"])
+  lines = [",".join(names)]
+  for row in rows:
+    lines.append(",".join(str(row.get(n, 0)) for n in names))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def test_aliexpress_countries_from_paths(tmp_path):
+  for country, clicks in (("NL", 1), ("US", 0)):
+    for split in ("train", "test"):
+      aliexpress_csv(tmp_path / f"AliExpress_{country}" / f"{split}.csv",
+                     [{"click": clicks, "categorical_2": 3}, {"numerical_1": 0.5}])
+  data = aliexpress.load(tmp_path)
+  c = check_contract(data, 8, 16, 63)
+  assert data.schema.scenes == ("NL", "US")
+  assert np.bincount(c["scene"]).tolist() == [4, 4]
+  assert c["click"][c["scene"] == 0].sum() == 2 and c["click"][c["scene"] == 1].sum() == 0
+  assert np.bincount(c["day"]).tolist() == [4, 4]
+  pinned = aliexpress.load(tmp_path, countries=aliexpress.COUNTRIES)
+  assert pinned.schema.scenes == aliexpress.COUNTRIES
+  assert np.bincount(pinned.columns["scene"]).tolist() == [4, 0, 0, 4]
+
+
+def test_aliexpress_bad_inputs(tmp_path):
+  no_country = aliexpress_csv(tmp_path / "x.csv", [{}])
+  with pytest.raises(ValueError, match=r"x\.csv: cannot tell the country"):
+    aliexpress.load(no_country)
+  missing = aliexpress_csv(tmp_path / "missing.csv", [{}])
+  missing.write_text(missing.read_text().replace(",conversion", "", 1))
+  with pytest.raises(ValueError, match=r"missing\.csv: 81 column names but 82 fields"):
+    aliexpress.load(missing, country="US")
+  aliexpress_csv(missing, [{}])
+  missing.write_text("\n".join(line.rsplit(",", 1)[0]
+                               for line in missing.read_text().splitlines()) + "\n")
+  with pytest.raises(ValueError, match=r"missing\.csv: missing column 'conversion'"):
+    aliexpress.load(missing, country="US")
+  text = aliexpress_csv(tmp_path / "text.csv", [{}, {}, {"numerical_3": "abc"}])
+  with pytest.raises(ValueError, match=r"text\.csv, line 4, column 'numerical_3': expected "
+                     r"a number, got 'abc'"):
+    aliexpress.load(text, country="US")
+  label = aliexpress_csv(tmp_path / "label.csv", [{}, {"click": 2}])
+  with pytest.raises(ValueError, match=r"label\.csv, data row 1, column 'click': expected 0 "
+                     r"or 1, got 2"):
+    aliexpress.load(label, country="US")
+  neg = aliexpress_csv(tmp_path / "neg.csv", [{"categorical_5": -1}])
+  with pytest.raises(ValueError, match=r"neg\.csv, data row 0, column 'categorical_5'"):
+    aliexpress.load(neg, country="US")
+  conversion = aliexpress_csv(tmp_path / "conv.csv", [{"conversion": 1}, {"click": 1}])
+  with pytest.raises(ValueError, match=r"conv\.csv, data row 0: conversion without a click"):
+    aliexpress.load(conversion, country="US", conversion_without_click="raise")
+
+
+def test_split_names_in_a_folder(tmp_path):
+  aliexpress_csv(tmp_path / "train.csv", [{}])
+  aliexpress_csv(tmp_path / "extra.csv", [{}])
+  with pytest.raises(ValueError, match=r"extra\.csv: cannot tell its split"):
+    aliexpress.load(tmp_path, country="US")
