@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtms_jax.data import aliccp, aliexpress
+from mtms_jax.data import aliccp, aliexpress, movielens
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DTYPES = {"ids": np.int32, "dense": np.float32, "scene": np.int32, "click": np.float32,
@@ -176,3 +176,67 @@ def test_split_names_in_a_folder(tmp_path):
   aliexpress_csv(tmp_path / "extra.csv", [{}])
   with pytest.raises(ValueError, match=r"extra\.csv: cannot tell its split"):
     aliexpress.load(tmp_path, country="US")
+
+
+# MovieLens.
+
+def test_movielens_100k_recbole():
+  data = movielens.load(shared("movielens", "ml-100k_recbole_wheel"))
+  c = check_contract(data, 100_000, 9, 0)
+  assert data.schema.scenes == movielens.SCENES
+  assert np.bincount(c["scene"]).tolist() == [26_551, 35_444, 38_005]
+  assert c["click"].mean() == pytest.approx(0.5538, abs=1e-4)
+  assert c["conversion"].mean() == pytest.approx(0.2120, abs=1e-4)
+  assert np.bincount(c["day"]).tolist() == [10_000] * 10
+  vocab = {f.name: f.vocab_size for f in data.schema.sparse}
+  assert vocab["user"] == 943 + 1 and vocab["item"] == 1682 + 1 and vocab["age"] == 7
+
+
+def test_movielens_1m_merged_csv():
+  data = movielens.load(shared("movielens", "ml-1m_m3oe_sample", "ml-1m-sample.csv"),
+                        num_days=5)
+  c = check_contract(data, 500, 9, 0)
+  assert np.bincount(c["scene"]).tolist() == [53, 224, 223]
+  assert c["click"].mean() == pytest.approx(0.626)
+  assert c["conversion"].mean() == pytest.approx(0.204)
+  assert np.bincount(c["day"]).tolist() == [100] * 5
+
+
+def write_grouplens(folder: Path, ratings: list[str]) -> Path:
+  folder.mkdir()
+  (folder / "u.data").write_text("".join(f"{r}\n" for r in ratings))
+  (folder / "u.user").write_text("1|24|M|writer|94043\n2|25|F|other|T8H1N\n"
+                                 "3|35|M|writer|\n")
+  flags = ["0"] * 19
+  comedy = flags.copy()
+  comedy[5] = comedy[8] = "1"  # Comedy, Drama
+  (folder / "u.item").write_text(f"7|A (1995)|01-Jan-1995|||{'|'.join(comedy)}\n"
+                                 f"8|B||||{'|'.join(flags)}\n", encoding="latin-1")
+  return folder
+
+
+def test_movielens_grouplens_format(tmp_path):
+  folder = write_grouplens(tmp_path / "ml-100k", [
+      "1\t7\t5\t300", "2\t8\t4\t100", "3\t7\t3\t200", "1\t8\t1\t400"])
+  data = movielens.load(folder, num_days=2)
+  c = check_contract(data, 4, 9, 0)
+  assert c["scene"].tolist() == [0, 1, 2, 0]  # ages 24, 25, 35, 24
+  assert c["click"].tolist() == [1, 1, 0, 0] and c["conversion"].tolist() == [1, 0, 0, 0]
+  assert c["day"].tolist() == [1, 0, 0, 1]  # timestamps 300, 100, 200, 400
+  field = {f.name: j for j, f in enumerate(data.schema.sparse)}
+  assert c["ids"][:, field["zip3"]].tolist() == [1, 2, 0, 1]  # '940' < 'T8H'; '' unknown
+  assert c["ids"][:, field["genre"]].tolist() == [1, 0, 1, 0]  # Comedy; item 8 has none
+  assert c["ids"][:, field["year"]].tolist() == [1, 0, 1, 0]
+
+
+def test_movielens_unknown_user_names_file_and_line(tmp_path):
+  folder = write_grouplens(tmp_path / "ml-100k", ["1\t7\t5\t300", "9\t7\t5\t300"])
+  with pytest.raises(ValueError, match=r"u\.data, line 2, column 'user': '9' is not listed"):
+    movielens.load(folder)
+
+
+def test_movielens_bad_rating_names_file_line_column(tmp_path):
+  folder = write_grouplens(tmp_path / "ml-100k", ["1\t7\t5\t300", "2\t7\tfive\t300"])
+  with pytest.raises(ValueError, match=r"u\.data, line 2, column 'rating': expected a "
+                     r"number, got 'five'"):
+    movielens.load(folder)
