@@ -6,13 +6,14 @@ the shared folder is absent; the bad-input tests write their own small files.
 
 from __future__ import annotations
 
+import gzip
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mtms_jax.data import aliccp, aliexpress, movielens
+from mtms_jax.data import aliccp, aliexpress, census, movielens
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DTYPES = {"ids": np.int32, "dense": np.float32, "scene": np.int32, "click": np.float32,
@@ -240,3 +241,71 @@ def test_movielens_bad_rating_names_file_line_column(tmp_path):
   with pytest.raises(ValueError, match=r"u\.data, line 2, column 'rating': expected a "
                      r"number, got 'five'"):
     movielens.load(folder)
+
+
+# Census-Income (KDD).
+
+@pytest.fixture(scope="module")
+def census_full():
+  path = shared("census_income_kdd", "keras_mmoe_full_test", "census-income.test.gz")
+  return census.load_multitask(path, scene_column="sex")
+
+
+def test_census_full_test_file(census_full):
+  data, labels = census_full
+  c = check_contract(data, 99_762, 32, 7)
+  assert data.schema.scenes == ("Female", "Male")
+  assert np.bincount(c["scene"]).tolist() == [51_791, 47_971]
+  assert labels["income"].sum() == 6_186 and labels["never_married"].sum() == 43_143
+  np.testing.assert_array_equal(c["click"], labels["never_married"])
+  np.testing.assert_array_equal(c["conversion"], labels["income"] * labels["never_married"])
+  assert c["conversion"].sum() == 545
+  assert np.bincount(c["day"]).tolist() == [49_881, 24_941, 24_940]
+  np.testing.assert_allclose(c["dense"][c["day"] == 0].mean(axis=0), 0, atol=1e-4)
+  names = [f.name for f in data.schema.sparse]
+  assert "marital_stat" not in names and "instance_weight" not in names
+
+
+def test_census_deepctr_sample_with_index_column():
+  path = shared("census_income_kdd", "deepctr_sample")
+  data, labels = census.load_multitask(path, split=(0.8, 0.2), seed=1)
+  c = check_contract(data, 200, 32, 7)
+  assert data.schema.scenes == ("all",) and (c["scene"] == 0).all()
+  assert labels["income"].sum() == 12 and labels["never_married"].sum() == 84
+  assert np.bincount(c["day"]).tolist() == [160, 40]
+  np.testing.assert_array_equal(census.load(path, split=(0.8, 0.2), seed=1).columns["ids"],
+                                c["ids"])
+
+
+CENSUS_LINE = ("38, Private, 6, 36, 1st 2nd 3rd or 4th grade, 0, Not in universe, Never "
+               "married, Manufacturing-durable goods, Machine operators assmblrs & "
+               "inspctrs, White, Mexican (Mexicano), Female, Not in universe, Not in "
+               "universe, Full-time schedules, 0, 0, 0, Joint one under 65 & one 65+, Not "
+               "in universe, Not in universe, Spouse of householder, Spouse of householder, "
+               "1032.38, ?, ?, ?, Not in universe under 1 year old, ?, 4, Not in universe, "
+               "Mexico, Mexico, Mexico, Foreign born- Not a citizen of U S , 0, Not in "
+               "universe, 2, 12, 95, {income}\n")
+
+
+def test_census_reads_gzip_and_rejects_bad_income(tmp_path):
+  good = tmp_path / "census-income.test.gz"
+  with gzip.open(good, "wt") as f:
+    f.write(CENSUS_LINE.format(income="50000+.") + CENSUS_LINE.format(income="- 50000."))
+  data, labels = census.load_multitask(good, split=(0.5, 0.5))
+  assert labels["income"].tolist() == [1, 0] and data.columns["click"].tolist() == [1, 1]
+  bad = tmp_path / "bad.csv"
+  bad.write_text(CENSUS_LINE.format(income="- 50000.") + CENSUS_LINE.format(income="rich"))
+  with pytest.raises(ValueError, match=r"bad\.csv, line 2, column 'income_50k'.*'rich'"):
+    census.load(bad)
+
+
+def test_census_bad_age_and_bad_width(tmp_path):
+  bad = tmp_path / "bad.csv"
+  bad.write_text(CENSUS_LINE.format(income="- 50000.").replace("38,", "old,", 1))
+  with pytest.raises(ValueError, match=r"bad\.csv, line 1, column 'age': expected a number"):
+    census.load(bad)
+  bad.write_text("1, 2, 3\n")
+  with pytest.raises(ValueError, match=r"bad\.csv, line 1: 3 fields, expected 42"):
+    census.load(bad)
+  with pytest.raises(ValueError, match="scene_column must be one of"):
+    census.load(bad, scene_column="marital_stat")
