@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtms_jax.data import aliccp, aliexpress, census, movielens
+from mtms_jax.data import aliccp, aliexpress, census, movielens, registry
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DTYPES = {"ids": np.int32, "dense": np.float32, "scene": np.int32, "click": np.float32,
@@ -309,3 +309,23 @@ def test_census_bad_age_and_bad_width(tmp_path):
     census.load(bad)
   with pytest.raises(ValueError, match="scene_column must be one of"):
     census.load(bad, scene_column="marital_stat")
+
+
+# Registry.
+
+@pytest.mark.parametrize("name, where", [
+    ("movielens", "grouplens.org"), ("census", "archive.ics.uci.edu"),
+    ("aliccp", "tianchi.aliyun.com/dataset/408"),
+    ("aliexpress", "tianchi.aliyun.com/dataset/74690")])
+def test_missing_data_says_where_to_get_it(tmp_path, name, where):
+  with pytest.raises(FileNotFoundError, match=rf"nowhere: no such file.*{where}"):
+    registry.load(name, path=tmp_path / "nowhere")
+
+
+def test_registry():
+  assert {"aliccp", "aliexpress", "census", "movielens"} <= set(registry.names())
+  with pytest.raises(ValueError, match="unknown data set 'nope'"):
+    registry.load("nope")
+  path = shared("ali_ccp", "torch_rechub_sample", "ali_ccp_val_sample.csv")
+  np.testing.assert_array_equal(registry.load("aliccp", path=path).columns["ids"],
+                                aliccp.load(path).columns["ids"])
