@@ -18,10 +18,11 @@ def parse_arg(arg):
 
 
 def synthetic_data(**overrides):
-  kwargs = dict(num_scenes=2, num_days=4, rows_per_day=100_000, num_users=1000, num_ads=300,
-                embedding_dim=8, seed=0)
+  kwargs = {"num_scenes": 2, "num_days": 4, "rows_per_day": 1_000_000, "num_users": 1000,
+            "num_ads": 300, "embedding_dim": 16, "seed": 0}
   kwargs.update(overrides)
-  return ml_collections.ConfigDict({"name": "synthetic", "kwargs": kwargs})
+  # scenes: indices of the scenes to keep (empty keeps all), e.g. (0,) for a one-scene model.
+  return ml_collections.ConfigDict({"name": "synthetic", "kwargs": kwargs, "scenes": ()})
 
 
 def phase(loss="ctr+cvr+ctcvr", epochs=1.0, learning_rate=3e-3, optimizer="adam"):
@@ -53,10 +54,10 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
       "rounds_per_day": 1,
   })
   config.phases = ml_collections.ConfigDict({
-      "embedding": phase(epochs=2.0),
+      "embedding": phase(epochs=3.0, learning_rate=5e-3),
       "ranking": phase(epochs=1.0, learning_rate=1e-3),
   })
-  config.batch_size = 512
+  config.batch_size = 1024
   config.eval_batch_size = 8192
   config.log_every = 100
   if "smoke" in parse_arg(arg):

@@ -13,7 +13,6 @@ compiled once. The model is then evaluated on `test_day`.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 import os
@@ -26,15 +25,33 @@ import tqdm
 from tensorboardX import SummaryWriter
 
 from mtms_jax import metrics, models, step as step_lib
-from mtms_jax.data import Dataset, pipeline
+from mtms_jax.data import Dataset, pipeline, registry
 
 # ----------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------
 def load_data(config: ml_collections.ConfigDict) -> Dataset:
-  """Imports `mtms_jax.data.<config.name>` and calls its `load(**config.kwargs)`."""
-  module = importlib.import_module(f"mtms_jax.data.{config.name}")
-  return module.load(**config.get("kwargs", {}))
+  """`mtms_jax.data.<config.name>.load(**config.kwargs)`, restricted to `config.scenes` if set."""
+  data = registry.load(config.name, **config.get("kwargs", {}))
+  return keep_scenes(data, config.scenes) if config.get("scenes") else data
+
+
+def keep_scenes(data: Dataset, scenes) -> Dataset:
+  """Rows of the given scene indices only, renumbered 0..len(scenes)-1, names kept.
+
+  A one-scene model of two-scene data then has one scene's components, not untrained tables
+  for the others, and still reports under the scene's own name (e.g. 'test/scene0/...').
+  """
+  scenes = list(scenes)
+  if len(set(scenes)) != len(scenes) or not all(0 <= s < data.schema.num_scenes for s in scenes):
+    raise ValueError(f"config.data.scenes={scenes}: expected distinct indices of "
+                     f"{data.schema.scenes}")
+  kept = data.select(np.isin(data.columns["scene"], scenes))
+  renumber = np.zeros(data.schema.num_scenes, np.int32)
+  renumber[scenes] = np.arange(len(scenes))
+  columns = {**kept.columns, "scene": renumber[kept.columns["scene"]]}
+  schema = dataclasses.replace(data.schema, scenes=tuple(data.schema.scenes[s] for s in scenes))
+  return Dataset(columns, schema, kept.truth, name=f"{data.name}[scenes {scenes}]")
 
 
 # ----------------------------------------------------------------------------------------

@@ -43,3 +43,12 @@ def test_cli_rejects_unknown_override(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
   assert "no_such_key" in proc.stderr
+
+
+def test_keep_scenes_renumbers_and_keeps_names(tiny_data):
+  one = train.keep_scenes(tiny_data, [1])
+  assert one.schema.scenes == ("scene1",)
+  assert set(one.columns["scene"].tolist()) == {0}
+  assert len(one) == int((tiny_data.columns["scene"] == 1).sum())
+  with pytest.raises(ValueError, match="distinct indices"):
+    train.keep_scenes(tiny_data, [2])

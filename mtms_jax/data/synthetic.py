@@ -127,7 +127,8 @@ def _logits(world, rows, ad_bias, alpha, alpha_cvr):
   ctr = (alpha * np.einsum("nk,nk->n", user, world["ad"][a]) / np.sqrt(k)
          + world["user_bias"][u] + ad_bias + world["context"][s, rows["context"]]
          + world["dense"][s] * rows["dense"])
-  user_cvr = np.einsum("nk,nkj->nj", user, world["cvr_mix"][s])
+  # M_s applied per (scene, user) before indexing rows: an (N, k, k) gather would take GBs.
+  user_cvr = np.einsum("suk,skj->suj", world["user"], world["cvr_mix"])[s, u]
   ad_cvr = 0.5 * world["ad"][a] + 0.5 * world["ad_cvr"][a]
   cvr = (alpha_cvr * np.einsum("nk,nk->n", user_cvr, ad_cvr) / np.sqrt(k)
          + world["user_cvr_bias"][s, u] + 0.5 * ad_bias)
