@@ -169,14 +169,24 @@ class Checkpoints:
 # Checks: a checkpoint must fit the run that reads it
 # ----------------------------------------------------------------------------------------
 def flat_differences(saved, current, prefix: str = "") -> list[str]:
-  """'key: saved -> current' for every leaf of two JSON-like trees that differs."""
+  """'key: saved -> current' for every leaf of two JSON-like trees that differs.
+
+  Lists of equal length are compared item by item, keyed by the items' 'name' if they all
+  have one (schema fields: 'sparse.user.vocab_size'), else by position.
+  """
   if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
-    saved, current = dict(enumerate(saved)), dict(enumerate(current))
+    saved, current = _keyed(saved), _keyed(current)
   if isinstance(saved, dict) and isinstance(current, dict):
     return [d for k in sorted(set(saved) | set(current), key=str)
             for d in flat_differences(saved.get(k, "<missing>"), current.get(k, "<missing>"),
                                       f"{prefix}{k}.")]
   return [] if saved == current else [f"{prefix[:-1]}: {saved!r} -> {current!r}"]
+
+
+def _keyed(items: list) -> dict:
+  if all(isinstance(x, dict) and "name" in x for x in items):
+    return {x["name"]: x for x in items}
+  return dict(enumerate(items))
 
 
 def check_same(kind: str, source: str, saved: dict, current: dict, hint: str):
