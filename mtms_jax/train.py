@@ -289,7 +289,7 @@ class Loop:
               or stop.signum):
             check_losses(pending)
             pending = []
-            self.save(state, step, index, batches, validate=not stop.signum)
+            self.save(state, step, index, batches)
           if stop.signum:
             progress.close()
             raise Interrupted(stop.signum, step, self.workdir)
@@ -307,15 +307,14 @@ class Loop:
     self.writer.write(step, scalars, day=segment.day, phase=segment.phase)
     progress.set_postfix(loss=f"{scalars[f'train/{segment.phase}/loss']:.4f}")
 
-  def save(self, state, step: int, index: int, batches, validate: bool):
-    """Starts an async save of `state` at `step`, ranked by the validation metric if
-    `validate` (a stop on a signal skips it, to be quick)."""
+  def save(self, state, step: int, index: int, batches):
+    """Starts an async save of `state` at `step`, ranked by the validation metric."""
     segment = self.schedule[index]
     if not bool(all_finite(state["params"])):
       raise FloatingPointError(f"non-finite parameters after step {step}, phase "
                                f"{segment.phase!r}, day {segment.day}; not saved")
     ranked = None
-    if validate and self.config.checkpoint.best_metric:
+    if self.config.checkpoint.best_metric:
       ranked = self.score_val(state["params"])
       self.writer.write(step, ranked, day=segment.day, phase="val")
       if self.config.checkpoint.best_metric not in ranked:
