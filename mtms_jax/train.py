@@ -285,8 +285,7 @@ class Loop:
             check_losses(pending)
             pending = []
             self.log(step, segment, measurements, progress)
-          if (step % self.config.checkpoint.every_steps == 0 or step == self.total
-              or stop.signum):
+          if self.scheduled_save(step) or stop.signum:
             check_losses(pending)
             pending = []
             self.save(state, step, index, batches)
@@ -296,6 +295,9 @@ class Loop:
           progress.update(1)
     progress.close()
     return state
+
+  def scheduled_save(self, step: int) -> bool:
+    return step % self.config.checkpoint.every_steps == 0 or step == self.total
 
   def maybe_send_test_signal(self, step: int):
     if self.signal_at and step == self.signal_at[0]:
@@ -316,7 +318,10 @@ class Loop:
     ranked = None
     if self.config.checkpoint.best_metric:
       ranked = self.score_val(state["params"])
-      self.writer.write(step, ranked, day=segment.day, phase="val")
+      # A save on a signal is off the schedule: logging its scores would make the log of a
+      # resumed run differ from an uninterrupted one.
+      if self.scheduled_save(step):
+        self.writer.write(step, ranked, day=segment.day, phase="val")
       if self.config.checkpoint.best_metric not in ranked:
         raise ValueError(f"config.checkpoint.best_metric="
                          f"{self.config.checkpoint.best_metric!r} is not a validation metric; "
