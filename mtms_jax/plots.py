@@ -34,16 +34,17 @@ def metric_over_days(results: Mapping[str, float], days: Sequence[int], scenes: 
 
 
 def sweep_bars(names: Sequence[str], values: Sequence[float], metric: str, path: str):
-  """Horizontal bars of `metric` per sweep point, in the given order (best first)."""
+  """Horizontal bars of `metric` per sweep point, in the given order (best first).
+
+  The axis starts near the lowest value, not at 0: sweep points differ by little.
+  """
   fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
   ax.barh(range(len(names)), values, color="tab:blue")
   ax.set_yticks(range(len(names)), names, fontsize="small")
   ax.invert_yaxis()
-  finite = [v for v in values if v == v]
-  if finite:
-    span = max(finite) - min(finite)
-    ax.set_xlim(min(finite) - (span or abs(min(finite)) * 0.01 or 1) * 0.5,
-                max(finite) + (span or abs(max(finite)) * 0.01 or 1) * 0.2)
+  low, high = min(values), max(values)
+  pad = (high - low) * 0.5 or abs(high) * 0.01 or 0.01
+  ax.set_xlim(low - pad, high + pad * 0.5)
   for i, v in enumerate(values):
     ax.text(v, i, f" {v:.4f}", va="center", fontsize="small")
   ax.set_xlabel(metric)

@@ -36,10 +36,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import plots, train
+from mtms_jax import metrics, plots, train
 
 Point = dict[str, Any]
 AUCS = ("test/all/ctr/auc", "test/all/cvr/auc", "test/all/ctcvr/auc")   # shown in sweep.md
@@ -174,6 +175,7 @@ def run_sweep(config: ml_collections.ConfigDict, points: Sequence[Point], workdi
   if not points:
     raise ValueError(f"{source}: get_hyper returned no points")
   check_keys(config, points, source)
+  check_metric(config.sweep.metric)
   folders = point_names(points)
   columns = short_names(list(dict.fromkeys(k for p in points for k in p)))
   rows = []
@@ -198,6 +200,18 @@ def run_sweep(config: ml_collections.ConfigDict, points: Sequence[Point], workdi
   write_table(rows, list(dict.fromkeys(columns.values())), config.sweep.metric,
               config.sweep.mode, workdir)
   return rows
+
+
+def check_metric(name: str):
+  """Fails before training if `name` cannot be a results.json key (scenes are checked at the
+  end, once results exist)."""
+  parts = name.split("/")
+  metric_names = metrics.task_metrics(np.array([0.0, 1.0]), np.array([0.5, 0.5]))
+  if name != "train_steps" and not (len(parts) == 4 and parts[0] in ("test", "oracle")
+                                    and parts[2] in plots.TASKS and parts[3] in metric_names):
+    raise ValueError(f"config.sweep.metric={name!r}: expected 'test/<scene or all>/<task>/"
+                     f"<metric>' with task in {plots.TASKS} and metric in "
+                     f"{sorted(metric_names)}, e.g. 'test/all/ctcvr/auc'")
 
 
 def finished_row(row: dict, results: dict, point_dir: str) -> dict:
@@ -247,11 +261,12 @@ def write_table(rows: list[dict], key_columns: list[str], metric: str, mode: str
 
 
 def markdown(rows: list[dict], columns: list[str], metric: str, mode: str) -> str:
-  def cell(value):
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+  def cell(column, value):
+    return f"{value:.4f}" if column.startswith("test/") else str(value)
   lines = [f"Sorted by {metric}, {'highest' if mode == 'max' else 'lowest'} first.", "",
            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+  lines += ["| " + " | ".join(cell(c, row[c]) if c in row else "" for c in columns) + " |"
+            for row in rows]
   return "\n".join(lines) + "\n"
 
 

@@ -123,6 +123,17 @@ def validation_rows(data: Dataset, config: ml_collections.ConfigDict) -> Dataset
   return rows.select(keep, name=f"{rows.name}[first {int(keep.sum())} rows]")
 
 
+def check_best_metric(name: str, val_data: Dataset):
+  """Fails before training, not at the first save, if `name` is no validation metric."""
+  constant = np.full(len(val_data), 0.5)
+  known = metrics.report("val", val_data.columns, {"ctr": constant, "cvr": constant},
+                         val_data.schema.scenes)
+  if name not in known:
+    raise ValueError(f"config.checkpoint.best_metric={name!r} is not a validation metric; "
+                     f"expected one of {sorted(k for k in known if k.endswith('/auc'))}, "
+                     "or another metric than auc")
+
+
 # ----------------------------------------------------------------------------------------
 # Loop
 # ----------------------------------------------------------------------------------------
@@ -322,10 +333,6 @@ class Loop:
       # resumed run differ from an uninterrupted one.
       if self.scheduled_save(step):
         self.writer.write(step, ranked, day=segment.day, phase="val")
-      if self.config.checkpoint.best_metric not in ranked:
-        raise ValueError(f"config.checkpoint.best_metric="
-                         f"{self.config.checkpoint.best_metric!r} is not a validation metric; "
-                         f"expected one like 'val/all/ctcvr/auc'")
     progress = {"step": step, "day": segment.day, "round": segment.round,
                 "phase": segment.phase, "segment": index, "schedule": self.identity["schedule"],
                 "warm_start": self.warm_start, "train_seconds": self.train_seconds()}
@@ -361,6 +368,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_days = {day: data.days(day) for day in config.train_days}
   test_data = data.days(config.test_day)
   val_data = validation_rows(data, config)
+  if config.checkpoint.best_metric:
+    check_best_metric(config.checkpoint.best_metric, val_data)
 
   model = models.get_model(data.schema, config.model)
   init_rng = jax.random.key(config.seed)

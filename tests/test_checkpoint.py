@@ -129,6 +129,15 @@ def test_resuming_with_another_config_is_a_clear_error(smoke_run, tmp_path):
   assert not (run / checkpoint.CORRUPT).exists()     # a mismatch is not taken for corruption
 
 
+def test_unknown_best_metric_fails_before_training(tmp_path):
+  config = common.base_config("smoke")
+  config.checkpoint.best_metric = "val/all/ctcvr/acu"
+  with pytest.raises(ValueError, match=r"best_metric='val/all/ctcvr/acu' is not a validation "
+                                       r"metric; expected one of \['val/all/ctcvr/auc'"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "metrics.jsonl").exists()
+
+
 def test_nan_loss_stops_naming_step_and_phase_and_keeps_good_checkpoint(tmp_path):
   config = common.base_config("smoke")
   config.phases.ranking.optimizer.learning_rate = float("nan")   # ranking params NaN after step 4

@@ -50,6 +50,9 @@ def test_unknown_or_mistyped_key_is_a_clear_error():
     sweep.check_keys(config, [{"config.seed.x": 1}], "exp.py")
   with pytest.raises(TypeError, match="exp.py: get_hyper sets 'config.seed' to 'one'"):
     sweep.apply(config, {"config.seed": "one"}, "exp.py")
+  with pytest.raises(ValueError, match=r"config.sweep.metric='test/all/ctcvr/acu'"):
+    sweep.check_metric("test/all/ctcvr/acu")
+  sweep.check_metric("test/scene1/cvr/logloss")
   changed = sweep.apply(config, {"config.model.aggregation": "mean", "seed": 3}, "exp.py")
   assert (changed.model.aggregation, changed.seed, config.model.aggregation) == (
       "mean", 3, "concat")
