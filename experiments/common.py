@@ -82,7 +82,7 @@ def shrink(config):
     config.data.kwargs.update(rows_per_day=2000, num_users=50, num_ads=20)
   for name in config.phases:
     config.phases[name].steps = 3
+  config.checkpoint.every_steps = 4
   config.batch_size = 64
   config.eval_batch_size = 512
   config.log_every = 1
-  config.checkpoint.every_steps = 4

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -204,11 +205,17 @@ class Interrupted(Exception):
 
 
 class StopSignals:
-  """While active, SIGTERM and SIGINT only record `signum`, so the loop can save and stop."""
+  """While active, SIGTERM and SIGINT only record `signum`, so the loop can save and stop.
+
+  Python delivers signals to the main thread only; elsewhere the handlers stay as they are.
+  """
 
   def __enter__(self):
     self.signum = None
-    self.previous = {s: signal.signal(s, self._record) for s in (signal.SIGTERM, signal.SIGINT)}
+    self.previous = {}
+    if threading.current_thread() is threading.main_thread():
+      self.previous = {s: signal.signal(s, self._record)
+                       for s in (signal.SIGTERM, signal.SIGINT)}
     return self
 
   def _record(self, signum, frame):
