@@ -32,6 +32,7 @@ from typing import Any
 import grain
 import jax
 import ml_collections
+from etils import epath
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -239,12 +240,10 @@ def find(path: str) -> tuple[str, int]:
   name = os.path.basename(os.path.normpath(path))
   if name.isdigit() and os.path.isdir(os.path.join(path, STATE)):
     return os.path.dirname(os.path.normpath(path)), int(name)
-  manager = ocp.CheckpointManager(os.path.abspath(path),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
-  step = manager.latest_step()
-  if step is None:
+  steps = ocp.utils.checkpoint_steps(path)        # complete ones only
+  if not steps:
     raise FileNotFoundError(f"init_from={path!r}: no complete checkpoint there; {expected}")
-  return path, step
+  return path, max(steps)
 
 
 def warm_start(path: str, params: dict, schema: dict, subtrees) -> tuple[dict, dict]:
@@ -260,21 +259,20 @@ def warm_start(path: str, params: dict, schema: dict, subtrees) -> tuple[dict, d
     raise ValueError(f"config.init_load={subtrees}: expected a non-empty subset of the "
                      f"params' top-level keys {sorted(params)}")
   root, step = find(path)
-  step_dir = os.path.join(os.path.abspath(root), str(step))
-  saved_schema = ocp.CheckpointManager(
-      os.path.abspath(root), options=ocp.CheckpointManagerOptions(read_only=True)).restore(
-          step, args=ocp.args.Composite(**{SCHEMA: ocp.args.JsonRestore()}))[SCHEMA]
+  # Item handlers read one item of another run's checkpoint, without a manager over its folder.
+  step_dir = epath.Path(os.path.abspath(root)) / str(step)
+  saved_schema = ocp.JsonCheckpointHandler().restore(step_dir / SCHEMA)
   check_same("feature schema", f"init_from checkpoint {step_dir}", saved_schema,
              json.loads(json.dumps(schema)), "Warm starts need the same fields, "
              "vocabularies, dims and scenes.")
   target = {"params": {k: jax.tree.map(ocp.utils.to_shape_dtype_struct, params[k])
                        for k in subtrees}}
-  checkpointer = ocp.PyTreeCheckpointer()
-  state_dir = os.path.join(step_dir, STATE)
-  check_tree(target, checkpointer.metadata(state_dir).item_metadata.tree,
-             f"init_from checkpoint {step_dir}", partial=True)
-  loaded = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+  handler = ocp.PyTreeCheckpointHandler()
+  check_tree(target, handler.metadata(step_dir / STATE), f"init_from checkpoint {step_dir}",
+             partial=True)
+  loaded = handler.restore(step_dir / STATE, args=ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True))
-  source = {"path": step_dir, "step": step, "loaded": list(subtrees)}
+  handler.close()
+  source = {"path": str(step_dir), "step": step, "loaded": list(subtrees)}
   return {**params, **loaded["params"]}, source
