@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -32,8 +33,8 @@ from typing import Any
 import grain
 import jax
 import ml_collections
-from etils import epath
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 CHECKPOINTS = "checkpoints"              # folder of a workdir that holds its checkpoints
@@ -79,7 +80,8 @@ class Checkpoints:
     self.workdir = workdir
     self.config = config
     # Handlers named up front, so the state's metadata can be read before restoring it.
-    handlers = {STATE: ocp.StandardCheckpointHandler(), DATA: grain.checkpoint.CheckpointHandler(),
+    handlers = {STATE: ocp.StandardCheckpointHandler(),
+                DATA: grain.checkpoint.CheckpointHandler(),
                 **{k: ocp.JsonCheckpointHandler() for k in (PROGRESS, CONFIG, SCHEMA)}}
     self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
                                          options=manager_options(config),
@@ -100,7 +102,7 @@ class Checkpoints:
 
   def _rank_value(self, value: float) -> float:
     # A NaN metric (e.g. AUC of a slice without positives) must never rank as the best.
-    if value == value:
+    if not math.isnan(value):
       return value
     return float("-inf") if self.config.best_mode == "max" else float("inf")
 

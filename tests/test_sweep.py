@@ -1,4 +1,4 @@
-"""Sweeps: declaring points, checking keys, folder names, and a tiny sweep that skips and resumes."""
+"""Sweeps: declaring points, checking keys, folder names; a tiny sweep that skips and resumes."""
 
 import json
 import pathlib
