@@ -6,8 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NAME ?= quickstart
 RUN ?=
+ARG ?=
 ARGS ?=
 WORKDIR := checkpoints/$(NAME)$(if $(RUN),/$(RUN),)
+# ARG goes to the experiment's get_config(ARG), e.g. ARG=smoke.
+CONFIG := experiments/$(NAME).py$(if $(ARG),:$(ARG),)
 
 .PHONY: setup experiment test lint bench sweep clean
 
@@ -20,7 +23,12 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 experiment: $(STAMP)
-	$(PY) -m mtms_jax.main --config experiments/$(NAME).py --workdir $(WORKDIR) $(ARGS)
+	$(PY) -m mtms_jax.main --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
+
+# Every point of the experiment's get_hyper in checkpoints/NAME/sweep/<point>/, then the
+# sweep table (sweep.csv, sweep.md, sweep.png) there. Rerun to finish an interrupted sweep.
+sweep: $(STAMP)
+	$(PY) -m mtms_jax.sweep --config $(CONFIG) --workdir checkpoints/$(NAME)/sweep $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(ARGS)

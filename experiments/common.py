@@ -60,6 +60,17 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
   config.batch_size = 1024
   config.eval_batch_size = 8192
   config.log_every = 100
+  config.init_from = ""              # warm start from this workdir or checkpoint, if no own one
+  config.init_load = ("embedding",)  # params subtrees it loads; add "ranking" for the network
+  config.checkpoint = ml_collections.ConfigDict({
+      "every_steps": 1000,           # and at the end of training, and on SIGTERM/SIGINT
+      "keep": 2,                     # the last `keep` checkpoints, plus the best one by:
+      "best_metric": "val/all/ctcvr/auc",     # '' tracks no best
+      "best_mode": "max",
+      "val_day": -1,                 # day scored for best_metric at each save; -1: test_day
+      "val_rows": 20_000,            # its first rows only, to keep saves cheap
+  })
+  config.sweep = ml_collections.ConfigDict({"metric": "test/all/ctcvr/auc", "mode": "max"})
   if "smoke" in parse_arg(arg):
     shrink(config)
   return config
@@ -71,6 +82,7 @@ def shrink(config):
     config.data.kwargs.update(rows_per_day=2000, num_users=50, num_ads=20)
   for name in config.phases:
     config.phases[name].steps = 3
+  config.checkpoint.every_steps = 4
   config.batch_size = 64
   config.eval_batch_size = 512
   config.log_every = 1

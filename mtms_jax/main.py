@@ -1,7 +1,15 @@
 """Command line: `python -m mtms_jax.main --config experiments/NAME.py --workdir DIR
-[--config.key=value ...]`. The config is locked: overriding a key it lacks is an error."""
+[--config.key=value ...]`. The config is locked: overriding a key it lacks is an error.
 
-from absl import app, flags
+Rerunning the same command resumes from DIR's latest checkpoint. SIGTERM or SIGINT (Ctrl-C)
+saves a checkpoint and exits with status 128 + the signal number (143, 130), so schedulers
+that restart failed jobs restart it; the message says how to resume.
+"""
+
+import shlex
+import sys
+
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mtms_jax import train
@@ -15,7 +23,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if not flags.FLAGS["verbosity"].present:
+    # orbax logs every save at INFO; keep the console to the progress bar unless -v is given.
+    logging.set_verbosity(logging.WARNING)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except train.Interrupted as e:
+    command = shlex.join([sys.executable, "-m", "mtms_jax.main"] + sys.argv[1:])
+    print(f"\n{e}\nResume with:\n  {command}", file=sys.stderr)
+    sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
 """The trainer: data -> model -> per-phase optimizers -> alternating schedule -> evaluation.
 
 `train_and_evaluate(config, workdir)` is the whole job; `main.py` only parses flags. Read it
-top to bottom: Data | Schedule | Evaluation | Loop; the step functions live in step.py.
+top to bottom: Data | Schedule | Evaluation | Loop | Train and evaluate | Day by day; the
+step functions live in step.py, checkpoints in checkpoint.py.
 
 Schedule (the paper's alternating update, Sec. III-C): for each training day, in order, and
 for `schedule.rounds_per_day` rounds, each phase in `schedule.order` runs for its steps
 (`phases.<name>.steps`, or `phases.<name>.epochs` of that day's rows). Each phase has its own
 optax transform and optimizer state, kept across alternations, and its own jitted update,
 compiled once. The model is then evaluated on `test_day`.
+
+Checkpoints (config.checkpoint): every `every_steps` steps, at the end of training and on
+SIGTERM/SIGINT; rerunning the same command resumes from the workdir's latest checkpoint and
+ends with the same parameters and results.json as an uninterrupted run (bitwise on CPU).
+With `config.daily` set, the run is the paper's day-by-day protocol instead (see Day by day).
 """
 
 from __future__ import annotations
@@ -16,15 +22,20 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
+from collections.abc import Callable
 
+import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
-from mtms_jax import metrics, models, step as step_lib
+from mtms_jax import checkpoint, metrics, models, plots, step as step_lib
 from mtms_jax.data import Dataset, pipeline, registry
 
 # ----------------------------------------------------------------------------------------
@@ -101,14 +112,48 @@ def evaluate(predict_fn, params, data: Dataset, batch_size: int, split: str) -> 
   return results
 
 
+
+def validation_rows(data: Dataset, config: ml_collections.ConfigDict) -> Dataset:
+  """The first `checkpoint.val_rows` rows of `checkpoint.val_day` (-1: the test day).
+
+  Scored at every checkpoint to rank it for `checkpoint.best_metric`; few rows keep it cheap.
+  """
+  day = config.test_day if config.checkpoint.val_day < 0 else config.checkpoint.val_day
+  rows = data.days(day)
+  keep = np.arange(len(rows)) < config.checkpoint.val_rows
+  return rows.select(keep, name=f"{rows.name}[first {int(keep.sum())} rows]")
+
+
+def check_best_metric(name: str, val_data: Dataset):
+  """Fails before training, not at the first save, if `name` is no validation metric."""
+  constant = np.full(len(val_data), 0.5)
+  known = metrics.report("val", val_data.columns, {"ctr": constant, "cvr": constant},
+                         val_data.schema.scenes)
+  if name not in known:
+    raise ValueError(f"config.checkpoint.best_metric={name!r} is not a validation metric; "
+                     f"expected one of {sorted(k for k in known if k.endswith('/auc'))}, "
+                     "or another metric than auc")
+
+
 # ----------------------------------------------------------------------------------------
 # Loop
 # ----------------------------------------------------------------------------------------
-class RunWriter:
-  """metrics.jsonl and TensorBoard events in the workdir."""
+# Tests only: 'STEP:SIGNAL', e.g. '7:KILL' or '12:TERM', makes the loop send itself SIGSIGNAL
+# right after update STEP, to prove that a run stopped at any step resumes exactly.
+TEST_SIGNAL_ENV = "MTMS_TEST_SIGNAL_AT_STEP"
 
-  def __init__(self, workdir: str):
-    self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+class RunWriter:
+  """metrics.jsonl and TensorBoard events in the workdir.
+
+  A resumed run first drops the lines written after the step it resumes from, so that
+  metrics.jsonl reads as one uninterrupted run (TensorBoard keeps both copies).
+  """
+
+  def __init__(self, workdir: str, resume_step: int):
+    path = os.path.join(workdir, "metrics.jsonl")
+    rewind_log(path, resume_step)
+    self.jsonl = open(path, "a")
     self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: dict, **info):
@@ -118,70 +163,358 @@ class RunWriter:
       if isinstance(v, (int, float)) and math.isfinite(v):
         self.tb.add_scalar(k, v, step)
 
-  def close(self):
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
     self.jsonl.close()
     self.tb.close()
+
+
+def rewind_log(path: str, step: int):
+  """Keeps the lines of `path` up to `step`, minus final evaluations and lines cut by a kill."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record["step"] <= step and record.get("phase") != "eval":
+        kept.append(line if line.endswith("\n") else line + "\n")
+  write_atomically(path, "".join(kept))
+
+
+def write_atomically(path: str, text: str):
+  """A kill leaves the old file or the new one, never half of one."""
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
+class Interrupted(Exception):
+  """SIGTERM or SIGINT stopped training; a checkpoint of the step reached was saved."""
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    self.signum = signum
+    super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; saved a "
+                     f"checkpoint in {os.path.join(workdir, checkpoint.CHECKPOINTS)}. Rerun the "
+                     "same command (same config and workdir) to resume.")
+
+
+class StopSignals:
+  """While active, SIGTERM and SIGINT only record `signum`, so the loop can save and stop.
+
+  Python delivers signals to the main thread only; elsewhere the handlers stay as they are.
+  """
+
+  def __enter__(self):
+    self.signum = None
+    self.previous = {}
+    if threading.current_thread() is threading.main_thread():
+      self.previous = {s: signal.signal(s, self._record)
+                       for s in (signal.SIGTERM, signal.SIGINT)}
+    return self
+
+  def _record(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def __exit__(self, *exc_info):
+    for s, handler in self.previous.items():
+      signal.signal(s, handler)
 
 
 def check_finite(measurements: dict, step: int, segment: Segment):
   bad = {k: v for k, v in measurements.items() if not math.isfinite(v)}
   if bad:
     raise FloatingPointError(f"non-finite training loss {bad} at step {step}, phase "
-                             f"{segment.phase!r}, day {segment.day}")
+                             f"{segment.phase!r}, day {segment.day}; the checkpoints saved "
+                             "before it are kept")
+
+
+def check_losses(pending: list[tuple[int, Segment, jax.Array]]):
+  """Raises at the first non-finite loss among the updates since the last check.
+
+  The losses wait on the device between checks: one transfer per check, not a sync per step.
+  """
+  values = jax.device_get([loss for _, _, loss in pending])
+  for (step, segment, _), value in zip(pending, values):
+    check_finite({"loss": float(value)}, step, segment)
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+@dataclasses.dataclass
+class Loop:
+  """Runs the schedule from any step, logging and saving checkpoints on the way."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  schedule: list[Segment]
+  update_fns: dict
+  make_iterator: Callable[[int], grain.DatasetIterator]
+  checkpoints: checkpoint.Checkpoints
+  writer: RunWriter
+  score_val: Callable[[dict], dict]            # params -> validation metrics
+  identity: dict                               # {'config', 'schema', 'schedule'} as JSON
+  warm_start: dict | None
+  seconds_before: float                        # training time of earlier sessions
+
+  def __post_init__(self):
+    self.starts = np.cumsum([0] + [s.steps for s in self.schedule]).tolist()
+    self.session_start = time.time()
+    signal_at = os.environ.get(TEST_SIGNAL_ENV)
+    self.signal_at = None
+    if signal_at:
+      at, name = signal_at.split(":")
+      self.signal_at = (int(at), signal.Signals[f"SIG{name}"])
+
+  @property
+  def total(self) -> int:
+    return self.starts[-1]
+
+  def train_seconds(self) -> float:
+    return self.seconds_before + time.time() - self.session_start
+
+  def run(self, state, step: int, batches, batches_day: int | None):
+    """Trains from `step` (updates done) to the end; `batches` is day `batches_day`'s
+    iterator positioned at `step`, or None."""
+    progress = tqdm.tqdm(total=self.total, initial=step, unit="step", dynamic_ncols=True,
+                         mininterval=1.0)
+    pending = []
+    with StopSignals() as stop:
+      for index, segment in enumerate(self.schedule):
+        if step >= self.starts[index + 1]:
+          continue
+        if batches_day != segment.day:
+          batches, batches_day = self.make_iterator(segment.day), segment.day
+        progress.set_description(f"day {segment.day} {segment.phase}")
+        for _ in range(step - self.starts[index], segment.steps):
+          state, measurements = self.update_fns[segment.phase](state, next(batches))
+          step += 1
+          self.maybe_send_test_signal(step)
+          pending.append((step, segment, measurements["loss"]))
+          if step % self.config.log_every == 0 or step == self.starts[index + 1]:
+            check_losses(pending)
+            pending = []
+            self.log(step, segment, measurements, progress)
+          if self.scheduled_save(step) or stop.signum:
+            check_losses(pending)
+            pending = []
+            self.save(state, step, index, batches)
+          if stop.signum:
+            progress.close()
+            raise Interrupted(stop.signum, step, self.workdir)
+          progress.update(1)
+    progress.close()
+    return state
+
+  def scheduled_save(self, step: int) -> bool:
+    return step % self.config.checkpoint.every_steps == 0 or step == self.total
+
+  def maybe_send_test_signal(self, step: int):
+    if self.signal_at and step == self.signal_at[0]:
+      os.kill(os.getpid(), self.signal_at[1])
+
+  def log(self, step: int, segment: Segment, measurements: dict, progress):
+    scalars = {f"train/{segment.phase}/{k}": float(v) for k, v in measurements.items()}
+    check_finite(scalars, step, segment)
+    self.writer.write(step, scalars, day=segment.day, phase=segment.phase)
+    progress.set_postfix(loss=f"{scalars[f'train/{segment.phase}/loss']:.4f}")
+
+  def save(self, state, step: int, index: int, batches):
+    """Starts an async save of `state` at `step`, ranked by the validation metric."""
+    segment = self.schedule[index]
+    if not bool(all_finite(state["params"])):
+      raise FloatingPointError(f"non-finite parameters after step {step}, phase "
+                               f"{segment.phase!r}, day {segment.day}; not saved")
+    ranked = None
+    if self.config.checkpoint.best_metric:
+      ranked = self.score_val(state["params"])
+      # A save on a signal is off the schedule: logging its scores would make the log of a
+      # resumed run differ from an uninterrupted one.
+      if self.scheduled_save(step):
+        self.writer.write(step, ranked, day=segment.day, phase="val")
+    progress = {"step": step, "day": segment.day, "round": segment.round,
+                "phase": segment.phase, "segment": index, "schedule": self.identity["schedule"],
+                "warm_start": self.warm_start, "train_seconds": self.train_seconds()}
+    self.checkpoints.save(step, state, batches, progress, self.identity["config"],
+                          self.identity["schema"], metrics=ranked)
+
+
+# ----------------------------------------------------------------------------------------
+# Train and evaluate
+# ----------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Start:
+  """Where training starts: a state, its step, and the iterator positioned there, if any."""
+  state: dict
+  step: int = 0
+  batches: grain.DatasetIterator | None = None
+  batches_day: int | None = None
+  warm_start: dict | None = None
+  seconds_before: float = 0.0
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config` into `workdir` and returns the flat results dict (also results.json)."""
+  """Trains `config` into `workdir` and returns the flat results dict (also results.json).
+
+  Rerun with the same config and workdir, it resumes from the workdir's latest checkpoint.
+  results.json holds only what the run computes; wall-clock seconds and where the run
+  resumed or warm-started from go to run.json.
+  """
+  if config.get("daily"):
+    return train_day_by_day(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
+  data = load_data(config.data)
+  train_days = {day: data.days(day) for day in config.train_days}
+  test_data = data.days(config.test_day)
+  val_data = validation_rows(data, config)
+  if config.checkpoint.best_metric:
+    check_best_metric(config.checkpoint.best_metric, val_data)
+
+  model = models.get_model(data.schema, config.model)
+  init_rng = jax.random.key(config.seed)
+  txs = step_lib.make_phase_txs(config, model, jax.eval_shape(model.init, init_rng))
+  update_fns = {phase: step_lib.make_update_fn(model, tx, phase, config.phases[phase])
+                for phase, tx in txs.items()}
+  predict_fn = step_lib.make_predict_fn(model, model.eval_phase)
+  schedule = make_schedule(config, {d: len(ds) for d, ds in train_days.items()})
+  day_steps = {day: sum(s.steps for s in schedule if s.day == day) for day in train_days}
+
+  def make_iterator(day: int) -> grain.DatasetIterator:
+    return pipeline.train_iterator(train_days[day].columns, config.batch_size, day_steps[day],
+                                   seed=config.seed * 100_003 + day, name=train_days[day].name)
+
+  def score_val(params) -> dict:
+    return metrics.report("val", val_data.columns,
+                          predict(predict_fn, params, val_data, config.eval_batch_size),
+                          data.schema.scenes)
+
+  # What a checkpoint must match to be resumed, as its JSON items read back.
+  identity = json.loads(json.dumps({"config": json.loads(config.to_json_best_effort()),
+                                    "schema": data.schema.to_dict(),
+                                    "schedule": [dataclasses.asdict(s) for s in schedule]}))
+  with checkpoint.Checkpoints(workdir, config.checkpoint) as checkpoints:
+    start = resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_iterator,
+                            identity)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    data.schema.save(os.path.join(workdir, "feature_schema.json"))
+    with RunWriter(workdir, start.step) as writer:
+      loop = Loop(config, workdir, schedule, update_fns, make_iterator, checkpoints, writer,
+                  score_val, identity, start.warm_start, start.seconds_before)
+      state = loop.run(start.state, start.step, start.batches, start.batches_day)
+      results = evaluate(predict_fn, state["params"], test_data, config.eval_batch_size,
+                         split="test")
+      results["train_steps"] = loop.total
+      writer.write(loop.total, results, day=config.test_day, phase="eval")
+    best_step = checkpoints.best_step()
+
+  write_atomically(os.path.join(workdir, "results.json"),
+                   json.dumps(results, indent=2, sort_keys=True))
+  run_info = {"train_seconds": loop.train_seconds(), "resumed_from_step": start.step or None,
+              "warm_start": start.warm_start, "best_checkpoint_step": best_step}
+  write_atomically(os.path.join(workdir, "run.json"), json.dumps(run_info, indent=2))
+  print(f"\nTest day {config.test_day} ({len(test_data)} rows), model {config.model.name}, "
+        f"{loop.total} steps, {run_info['train_seconds']:.1f} s of training:")
+  print(metrics.format_table(results, "test", data.schema.scenes))
+  return results
+
+
+def resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_iterator,
+                    identity) -> Start:
+  """Resume order:
+    1. the workdir's own latest readable checkpoint: the run continues where it stopped;
+    2. else config.init_from: warm start (the config.init_load subtrees) from another run;
+    3. else fresh parameters from config.seed.
+  """
+  abstract_state = jax.eval_shape(lambda rng: step_lib.init_state(model.init(rng), txs),
+                                  init_rng)
+  restored = checkpoints.restore_latest(abstract_state, make_iterator,
+                                        same_run_check(identity, workdir))
+  if restored is not None:
+    print(f"Resuming {workdir} from its checkpoint at step {restored.step}.")
+    return Start(restored.state, restored.step, restored.iterator, restored.progress["day"],
+                 restored.progress["warm_start"], restored.progress["train_seconds"])
+  params = model.init(init_rng)
+  if not config.init_from:
+    return Start(step_lib.init_state(params, txs))
+  params, warm = checkpoint.warm_start(config.init_from, params, identity["schema"],
+                                       config.init_load)
+  print(f"Warm start: {', '.join(warm['loaded'])} from {warm['path']}.")
+  return Start(step_lib.init_state(params, txs), warm_start=warm)
+
+
+def same_run_check(identity: dict, workdir: str):
+  """(progress, config, schema) of a checkpoint -> raises unless it is this run's."""
+  def check(progress: dict, saved_config: dict, saved_schema: dict):
+    source = f"the checkpoint in {os.path.join(workdir, checkpoint.CHECKPOINTS)}"
+    hint = "Resuming needs the same config and data; use another workdir for a new run."
+    checkpoint.check_same("config", source, saved_config, identity["config"], hint)
+    checkpoint.check_same("feature schema", source, saved_schema, identity["schema"], hint)
+    checkpoint.check_same("schedule (rows per day changed?)", source, progress["schedule"],
+                          identity["schedule"], hint)
+  return check
+
+
+# ----------------------------------------------------------------------------------------
+# Day by day (the paper's time slots, Sec. IV "Training and Testing")
+# ----------------------------------------------------------------------------------------
+def day_configs(config: ml_collections.ConfigDict, workdir: str
+                ) -> list[tuple[int, str, ml_collections.ConfigDict]]:
+  """(test day T, its workdir, its config) for each T in daily.first_test_day..last_test_day.
+
+  Day T trains on days [T - window, T - 1] and tests on T. Its init_from is day T-1's run
+  (the first day's is config.init_from), so with init_load=('embedding',) day T starts from
+  day T-1's embeddings and a fresh ranking network.
+  """
+  daily = config.daily
+  if daily.window < 1 or daily.last_test_day < daily.first_test_day:
+    raise ValueError(f"config.daily={daily.to_dict()}: expected window >= 1 and "
+                     "first_test_day <= last_test_day")
+  base = config.to_dict()
+  del base["daily"]
+  runs, init_from = [], config.init_from
+  for day in range(daily.first_test_day, daily.last_test_day + 1):
+    day_workdir = os.path.join(workdir, f"day{day}")
+    day_config = ml_collections.ConfigDict({
+        **base, "train_days": tuple(range(day - daily.window, day)), "test_day": day,
+        "init_from": init_from})
+    runs.append((day, day_workdir, day_config))
+    init_from = day_workdir
+  return runs
+
+
+def train_day_by_day(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Runs `day_configs`, each in `<workdir>/day<T>/` (finished days are read back, not rerun).
+
+  results.json holds every day's results under 'day<T>/' ('day5/test/scene0/cvr/auc') and the
+  last day's again without the prefix; metrics_over_days.png plots test AUC per day.
+  """
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
-
-  data = load_data(config.data)
-  data.schema.save(os.path.join(workdir, "feature_schema.json"))
-  train_days = {day: data.days(day) for day in config.train_days}
-  test_data = data.days(config.test_day)
-
-  model = models.get_model(data.schema, config.model)
-  params = model.init(jax.random.key(config.seed))
-  txs = step_lib.make_phase_txs(config, model, params)
-  state = step_lib.init_state(params, txs)
-  update_fns = {phase: step_lib.make_update_fn(model, tx, phase, config.phases[phase])
-                for phase, tx in txs.items()}
-
-  schedule = make_schedule(config, {d: len(ds) for d, ds in train_days.items()})
-  writer = RunWriter(workdir)
-  progress = tqdm.tqdm(total=sum(s.steps for s in schedule), unit="step", dynamic_ncols=True,
-                       mininterval=1.0)
-  step = 0
-  start = time.time()
-  for day, day_data in train_days.items():
-    day_segments = [s for s in schedule if s.day == day]
-    batches = pipeline.train_iterator(day_data.columns, config.batch_size,
-                                      sum(s.steps for s in day_segments),
-                                      seed=config.seed * 100_003 + day, name=day_data.name)
-    for segment in day_segments:
-      progress.set_description(f"day {day} {segment.phase}")
-      for i in range(segment.steps):
-        state, measurements = update_fns[segment.phase](state, next(batches))
-        step += 1
-        if step % config.log_every == 0 or i == segment.steps - 1:
-          scalars = {f"train/{segment.phase}/{k}": float(v) for k, v in measurements.items()}
-          check_finite(scalars, step, segment)
-          writer.write(step, scalars, day=day, phase=segment.phase)
-          progress.set_postfix(loss=f"{scalars[f'train/{segment.phase}/loss']:.4f}")
-        progress.update(1)
-  progress.close()
-  train_seconds = time.time() - start
-
-  results = evaluate(step_lib.make_predict_fn(model, model.eval_phase), state["params"], test_data,
-                     config.eval_batch_size, split="test")
-  results["train_seconds"] = train_seconds
-  results["train_steps"] = step
-  writer.write(step, results, day=config.test_day, phase="eval")
-  writer.close()
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2, sort_keys=True)
-  print(f"\nTest day {config.test_day} ({len(test_data)} rows), model {config.model.name}, "
-        f"{step} steps in {train_seconds:.1f} s:")
-  print(metrics.format_table(results, "test", data.schema.scenes))
+  results, days = {}, []
+  for day, day_workdir, day_config in day_configs(config, workdir):
+    finished = os.path.join(day_workdir, "results.json")
+    if os.path.exists(finished):
+      with open(finished) as f:
+        day_results = json.load(f)
+      print(f"Day {day}: finished earlier, results read from {finished}.")
+    else:
+      day_results = train_and_evaluate(day_config, day_workdir)
+    results.update({f"day{day}/{k}": v for k, v in day_results.items()})
+    days.append(day)
+  results.update(day_results)
+  write_atomically(os.path.join(workdir, "results.json"),
+                   json.dumps(results, indent=2, sort_keys=True))
+  scenes = sorted({k.split("/")[1] for k in day_results if k.startswith("test/")} - {"all"})
+  plots.metric_over_days(results, days, scenes + ["all"],
+                         os.path.join(workdir, "metrics_over_days.png"))
   return results

@@ -1,10 +1,25 @@
 """Shared fixtures. Tests run on the CPU; nothing here needs an accelerator."""
 
+import atexit
+import os
 import pathlib
+import shutil
+import tempfile
 
-import pytest
+# Every train_and_evaluate builds its own jitted closures, so tests recompile the same
+# programs many times; a compilation cache for the session (subprocesses inherit it through
+# the environment) compiles each once. Set before jax is imported, which reads these.
+_CACHE = tempfile.mkdtemp(prefix="mtms_jax_test_cache_")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-from mtms_jax.data import synthetic
+import pytest  # noqa: E402
+
+from experiments import common  # noqa: E402
+from mtms_jax import train  # noqa: E402
+from mtms_jax.data import synthetic  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -15,3 +30,11 @@ def tiny_data():
   """Two scenes, four days of 3000 rows: enough rows for every slice to hold both labels."""
   return synthetic.load(rows_per_day=3000, num_users=60, num_ads=30, num_user_groups=5,
                         num_ad_groups=5, embedding_dim=4, seed=1)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """A finished run of the quickstart's `smoke` shrink (18 steps, saves at 4, 8, ..., 18)."""
+  workdir = tmp_path_factory.mktemp("smoke_run")
+  train.train_and_evaluate(common.base_config("smoke"), str(workdir))
+  return workdir

@@ -23,17 +23,23 @@ def _load(name, arg="smoke"):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_and_writes_outputs(name, tmp_path):
   results = train.train_and_evaluate(_load(name), str(tmp_path))
-  for f in ("config.json", "feature_schema.json", "metrics.jsonl", "results.json"):
+  for f in ("config.json", "results.json"):
     assert (tmp_path / f).exists(), f
-  assert list((tmp_path / "tensorboard").iterdir())
+  # A day-by-day experiment keeps each day's run in a subfolder.
+  runs = [p.parent for p in tmp_path.rglob("metrics.jsonl")]
+  assert runs
+  for run in runs:
+    for f in ("config.json", "feature_schema.json", "results.json", "run.json"):
+      assert (run / f).exists(), f
+    assert list((run / "tensorboard").iterdir())
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {x["phase"] for x in lines} >= set(_load(name).schedule.order)
   on_disk = json.loads((tmp_path / "results.json").read_text())
   assert on_disk.keys() == results.keys()
   for scene in ("scene0", "scene1", "all"):
     for task in ("ctr", "cvr", "ctcvr"):
       for metric in ("auc", "mae", "logloss", "calibration"):
         assert f"test/{scene}/{task}/{metric}" in results
-  lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  assert {x["phase"] for x in lines} >= set(_load(name).schedule.order)
 
 
 def test_cli_rejects_unknown_override(tmp_path):

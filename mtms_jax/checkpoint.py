@@ -1,0 +1,280 @@
+"""Checkpoints of a run (orbax): what one holds, async saves, resume with fallback, warm start.
+
+A workdir's checkpoints live in `<workdir>/checkpoints/<step>/`, one orbax step each, with
+the items:
+
+  state     the train state {'params', 'opt': {phase: optax state}, 'step'}
+  data      the grain iterator of the day in progress (its position in that day's batches)
+  progress  JSON: step, day, round, phase and segment index of the schedule, the whole
+            schedule, the warm-start source and the training seconds so far
+  config    JSON: the run's config
+  schema    JSON: the feature schema
+  metrics   (orbax's) {best_metric: value}, when a best checkpoint is tracked
+
+There is no RNG item: the update is deterministic, and the data order is a function of the
+seed, the day and the iterator's position.
+
+Saves are asynchronous: `save` returns once the arrays are copied to host memory, and orbax
+writes them in a thread into a temporary folder that it renames when complete, so a killed
+save leaves no step folder. The last `keep` checkpoints and the best one by `best_metric`
+are kept; orbax deletes older ones only after a newer save has completed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+from orbax.checkpoint import checkpoint_managers
+
+CHECKPOINTS = "checkpoints"              # folder of a workdir that holds its checkpoints
+CORRUPT = "corrupt_checkpoints"          # where unreadable checkpoints are moved, not deleted
+STATE, DATA, PROGRESS, CONFIG, SCHEMA = "state", "data", "progress", "config", "schema"
+
+
+@dataclasses.dataclass
+class Restored:
+  """A checkpoint read back: the train state and the iterator positioned where it stopped."""
+  step: int
+  state: dict
+  iterator: grain.DatasetIterator
+  progress: dict
+
+
+def manager_options(config: ml_collections.ConfigDict) -> ocp.CheckpointManagerOptions:
+  """Async saves; keep the last `config.keep` and the best by `config.best_metric` (if set)."""
+  if config.keep < 1:
+    raise ValueError(f"config.checkpoint.keep={config.keep}: keep at least 1 checkpoint")
+  if config.best_mode not in ("max", "min"):
+    raise ValueError(f"config.checkpoint.best_mode={config.best_mode!r}; expected 'max' or "
+                     "'min'")
+  policies = [checkpoint_managers.LatestN(config.keep)]
+  best_fn = None
+  if config.best_metric:
+    def best_fn(metrics):
+      return metrics[config.best_metric]
+    policies.append(checkpoint_managers.BestN(
+        get_metric_fn=best_fn, reverse=config.best_mode == "min", n=1,
+        keep_checkpoints_without_metrics=False))
+  return ocp.CheckpointManagerOptions(
+      enable_async_checkpointing=True,
+      cleanup_tmp_directories=True,        # folders of saves killed before they completed
+      best_fn=best_fn, best_mode=config.best_mode,
+      preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
+
+
+class Checkpoints:
+  """The checkpoints of one workdir."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    self.workdir = workdir
+    self.config = config
+    # Handlers named up front, so the state's metadata can be read before restoring it.
+    handlers = {STATE: ocp.StandardCheckpointHandler(),
+                DATA: grain.checkpoint.CheckpointHandler(),
+                **{k: ocp.JsonCheckpointHandler() for k in (PROGRESS, CONFIG, SCHEMA)}}
+    self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
+                                         options=manager_options(config),
+                                         item_handlers=handlers)
+
+  def save(self, step: int, state, iterator: grain.DatasetIterator, progress: dict,
+           run_config: dict, schema: dict, metrics: Mapping[str, float] | None = None):
+    """Starts an asynchronous save; `metrics` ranks it for the best checkpoint."""
+    items = {STATE: ocp.args.StandardSave(state),
+             DATA: grain.checkpoint.CheckpointSave(iterator),
+             PROGRESS: ocp.args.JsonSave(progress),
+             CONFIG: ocp.args.JsonSave(run_config),
+             SCHEMA: ocp.args.JsonSave(schema)}
+    ranked = None
+    if metrics is not None and self.config.best_metric:
+      ranked = {self.config.best_metric: self._rank_value(metrics[self.config.best_metric])}
+    self.manager.save(step, args=ocp.args.Composite(**items), metrics=ranked, force=True)
+
+  def _rank_value(self, value: float) -> float:
+    # A NaN metric (e.g. AUC of a slice without positives) must never rank as the best.
+    if not math.isnan(value):
+      return value
+    return float("-inf") if self.config.best_mode == "max" else float("inf")
+
+  def restore_latest(self, abstract_state, make_iterator: Callable[[int], Any],
+                     check: Callable[[dict, dict, dict], None]) -> Restored | None:
+    """The newest readable checkpoint, or None if there is none.
+
+    Args:
+      abstract_state: shapes and dtypes of the train state (`jax.eval_shape`).
+      make_iterator: day -> a fresh train iterator of that day, to restore the position into.
+      check: (progress, config, schema) -> None; raises if the checkpoint belongs to another
+        run (config, schema or schedule differ). Its errors are not taken for corruption.
+
+    A checkpoint that cannot be read is moved to `<workdir>/corrupt_checkpoints/` with a
+    warning, and the next older one is tried.
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        meta = self.manager.restore(step, args=ocp.args.Composite(
+            **{k: ocp.args.JsonRestore() for k in (PROGRESS, CONFIG, SCHEMA)}))
+        saved_tree = self.manager.item_metadata(step)[STATE]
+        if saved_tree is None:
+          raise ValueError(f"no metadata for item {STATE!r}")
+      except Exception as e:  # any read error: a half-written or damaged checkpoint
+        self._set_aside(step, e)
+        continue
+      check(meta[PROGRESS], meta[CONFIG], meta[SCHEMA])
+      check_tree(abstract_state, saved_tree, f"checkpoint {self._step_dir(step)} (written by "
+                 "other model code? resume needs the same code; use a new --workdir)")
+      iterator = make_iterator(meta[PROGRESS]["day"])
+      try:
+        items = self.manager.restore(step, args=ocp.args.Composite(
+            **{STATE: ocp.args.StandardRestore(abstract_state),
+               DATA: grain.checkpoint.CheckpointRestore(iterator)}))
+      except Exception as e:
+        self._set_aside(step, e)
+        continue
+      return Restored(step, items[STATE], items[DATA], meta[PROGRESS])
+    return None
+
+  def _step_dir(self, step: int) -> str:
+    return os.path.join(str(self.manager.directory), str(step))
+
+  def _set_aside(self, step: int, error: Exception):
+    target = os.path.join(self.workdir, CORRUPT, str(step))
+    while os.path.exists(target):
+      target += "+"
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(self._step_dir(step), target)
+    self.manager.reload()
+    warnings.warn(f"checkpoint at step {step} is unreadable ({type(error).__name__}: "
+                  f"{str(error)[:300]}); moved it to {target} and falling back to the "
+                  "previous checkpoint", RuntimeWarning, stacklevel=3)
+
+  def best_step(self) -> int | None:
+    return self.manager.best_step() if self.config.best_metric else None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    # Waits for the save in flight: it holds a good state even when the loop failed after.
+    self.manager.close()
+
+
+# ----------------------------------------------------------------------------------------
+# Checks: a checkpoint must fit the run that reads it
+# ----------------------------------------------------------------------------------------
+def flat_differences(saved, current, prefix: str = "") -> list[str]:
+  """'key: saved -> current' for every leaf of two JSON-like trees that differs.
+
+  Lists of equal length are compared item by item, keyed by the items' 'name' if they all
+  have one (schema fields: 'sparse.user.vocab_size'), else by position.
+  """
+  if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+    saved, current = _keyed(saved), _keyed(current)
+  if isinstance(saved, dict) and isinstance(current, dict):
+    return [d for k in sorted(set(saved) | set(current), key=str)
+            for d in flat_differences(saved.get(k, "<missing>"), current.get(k, "<missing>"),
+                                      f"{prefix}{k}.")]
+  return [] if saved == current else [f"{prefix[:-1]}: {saved!r} -> {current!r}"]
+
+
+def _keyed(items: list) -> dict:
+  if all(isinstance(x, dict) and "name" in x for x in items):
+    return {x["name"]: x for x in items}
+  return dict(enumerate(items))
+
+
+def check_same(kind: str, source: str, saved: dict, current: dict, hint: str):
+  """Raises ValueError listing the differences between a saved and the current tree."""
+  differences = flat_differences(saved, current)
+  if differences:
+    shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
+    raise ValueError(f"{source} was written with a different {kind} ({shown}). {hint}")
+
+
+def check_tree(abstract, saved_tree, source: str, partial: bool = False):
+  """Raises ValueError if `saved_tree` (orbax metadata) lacks a leaf of `abstract`, has
+  another shape or dtype for it, or (unless `partial`) has leaves `abstract` lacks."""
+  saved = {_path_name(path): leaf
+           for path, leaf in jax.tree_util.tree_leaves_with_path(saved_tree)}
+  wanted = {_path_name(path): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
+  problems = [f"{key} missing" for key in wanted if key not in saved]
+  problems += [f"{key} is {saved[key].dtype}{list(saved[key].shape)} there, the model expects "
+               f"{leaf.dtype}{list(leaf.shape)}" for key, leaf in wanted.items()
+               if key in saved and (tuple(saved[key].shape), saved[key].dtype)
+               != (tuple(leaf.shape), leaf.dtype)]
+  if not partial:
+    problems += [f"{key} is not in the model" for key in saved if key not in wanted]
+  if problems:
+    raise ValueError(f"{source} does not fit this model: " + "; ".join(problems[:8]))
+
+
+def _path_name(path) -> str:
+  """'opt/embedding/inner_states/train/...': orbax's metadata turns NamedTuple attributes
+  into dict keys, so paths are compared by their names alone."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                  for k in path)
+
+
+# ----------------------------------------------------------------------------------------
+# Warm start (init_from)
+# ----------------------------------------------------------------------------------------
+def find(path: str) -> tuple[str, int]:
+  """(checkpoints folder, step) for a workdir, its checkpoints/ folder, or one step folder.
+
+  A workdir or checkpoints/ folder gives its latest complete checkpoint.
+  """
+  expected = ("expected a workdir (holding checkpoints/), its checkpoints/ folder, or a step "
+              "folder checkpoints/<step>")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"init_from={path!r}: no such folder; {expected}")
+  if os.path.isdir(os.path.join(path, CHECKPOINTS)):
+    path = os.path.join(path, CHECKPOINTS)
+  name = os.path.basename(os.path.normpath(path))
+  if name.isdigit() and os.path.isdir(os.path.join(path, STATE)):
+    return os.path.dirname(os.path.normpath(path)), int(name)
+  steps = ocp.utils.checkpoint_steps(path)        # complete ones only
+  if not steps:
+    raise FileNotFoundError(f"init_from={path!r}: no complete checkpoint there; {expected}")
+  return path, max(steps)
+
+
+def warm_start(path: str, params: dict, schema: dict, subtrees) -> tuple[dict, dict]:
+  """`params` with the `subtrees` (top-level keys, e.g. ('embedding',)) loaded from `path`.
+
+  Returns (params, source) where source = {'path', 'step', 'loaded'} says what was loaded.
+  Raises ValueError if the checkpoint's feature schema differs from `schema`, or a loaded
+  leaf is missing or has another shape or dtype: never a silent partial load.
+  """
+  subtrees = tuple(subtrees)
+  unknown = sorted(set(subtrees) - set(params))
+  if not subtrees or unknown:
+    raise ValueError(f"config.init_load={subtrees}: expected a non-empty subset of the "
+                     f"params' top-level keys {sorted(params)}")
+  root, step = find(path)
+  # Item handlers read one item of another run's checkpoint, without a manager over its folder.
+  step_dir = epath.Path(os.path.abspath(root)) / str(step)
+  saved_schema = ocp.JsonCheckpointHandler().restore(step_dir / SCHEMA)
+  check_same("feature schema", f"init_from checkpoint {step_dir}", saved_schema,
+             json.loads(json.dumps(schema)), "Warm starts need the same fields, "
+             "vocabularies, dims and scenes.")
+  target = {"params": {k: jax.tree.map(ocp.utils.to_shape_dtype_struct, params[k])
+                       for k in subtrees}}
+  handler = ocp.PyTreeCheckpointHandler()
+  check_tree(target, handler.metadata(step_dir / STATE), f"init_from checkpoint {step_dir}",
+             partial=True)
+  loaded = handler.restore(step_dir / STATE, args=ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))
+  handler.close()
+  source = {"path": str(step_dir), "step": step, "loaded": list(subtrees)}
+  return {**params, **loaded["params"]}, source

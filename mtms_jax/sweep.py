@@ -1,0 +1,311 @@
+r"""Hyperparameter sweeps: an optional `get_hyper(h)` next to an experiment's `get_config()`.
+
+  make sweep NAME=sweep_demo              # run every point, then write the sweep table
+  make sweep NAME=sweep_demo ARG=smoke    # the same on the seconds-long shrink
+  python -m mtms_jax.sweep --config experiments/sweep_demo.py --workdir checkpoints/sweep_demo/sweep
+
+`get_hyper(h)` receives this module and returns a list of points, each a dict
+{config key: value}, built with `h.sweep`, `h.fixed`, `h.product` and `h.zipit`:
+
+  def get_hyper(h):
+    return h.product([h.sweep("config.model.aggregation", ["concat", "mean"]),
+                      h.zipit([h.sweep("config.seed", [0, 1]),
+                               h.sweep("config.data.kwargs.seed", [0, 1])])])
+
+Every key must already be in the config (a typo is an error naming the key). Each point
+trains in `<workdir>/<point>/`, named by its values, e.g. 'aggregation=mean,seed=1,
+kwargs.seed=1'. Rerunning the sweep skips points that have results.json and resumes the
+others from their checkpoints. The table, sorted by `config.sweep.metric`, is written to
+sweep.csv, sweep.md and sweep.png in `<workdir>`.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import importlib.util
+import itertools
+import json
+import math
+import os
+import re
+import shlex
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mtms_jax import metrics, plots, train
+
+Point = dict[str, Any]
+AUCS = ("test/all/ctr/auc", "test/all/cvr/auc", "test/all/ctcvr/auc")   # shown in sweep.md
+
+
+# ----------------------------------------------------------------------------------------
+# Declaring points (the `h` of get_hyper)
+# ----------------------------------------------------------------------------------------
+def sweep(key: str, values: Sequence[Any]) -> list[Point]:
+  """One point per value of `key`."""
+  return [{key: v} for v in values]
+
+
+def fixed(key: str, value: Any) -> list[Point]:
+  """A single point: `key` set to `value` (combine with product to fix it everywhere)."""
+  return [{key: value}]
+
+
+def product(factors: Sequence[list[Point]]) -> list[Point]:
+  """Every combination of one point per factor; the first factor varies slowest."""
+  return [merge(combination) for combination in itertools.product(*factors)]
+
+
+def zipit(factors: Sequence[list[Point]]) -> list[Point]:
+  """The i-th points of all factors merged, for each i; factors must have equal lengths."""
+  lengths = [len(f) for f in factors]
+  if len(set(lengths)) > 1:
+    raise ValueError(f"zipit needs factors of equal length, got lengths {lengths}")
+  return [merge(combination) for combination in zip(*factors)]
+
+
+def merge(points: Sequence[Point]) -> Point:
+  merged = {}
+  for point in points:
+    repeated = sorted(set(point) & set(merged))
+    if repeated:
+      raise ValueError(f"sweep keys {repeated} are set twice in one point")
+    merged.update(point)
+  return merged
+
+
+def hyper_points(module) -> list[Point]:
+  """The points of an experiment module's `get_hyper`, declared with this module's functions."""
+  if not hasattr(module, "get_hyper"):
+    raise ValueError(f"{module.__file__} has no get_hyper(h); add one to sweep it "
+                     "(see mtms_jax/sweep.py)")
+  return module.get_hyper(sys.modules[__name__])
+
+
+# ----------------------------------------------------------------------------------------
+# Points -> configs and folder names
+# ----------------------------------------------------------------------------------------
+def key_path(key: str) -> list[str]:
+  """'config.model.aggregation' (or 'model.aggregation') -> ['model', 'aggregation']."""
+  return key.removeprefix("config.").split(".")
+
+
+def check_keys(config: ml_collections.ConfigDict, points: Sequence[Point], source: str):
+  """Raises KeyError naming the first swept key that is not already in `config`."""
+  for key in sorted({k for p in points for k in p}):
+    node, walked = config, "config"
+    for part in key_path(key):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise KeyError(f"{source}: get_hyper sweeps {key!r}, but {walked} has no key "
+                       f"{part!r}; its keys are {known}")
+      node, walked = node[part], f"{walked}.{part}"
+
+
+def apply(config: ml_collections.ConfigDict, point: Point, source: str
+          ) -> ml_collections.ConfigDict:
+  """A copy of `config` with the point's values set (types checked by ml_collections)."""
+  config = copy.deepcopy(config)
+  for key, value in point.items():
+    *parents, last = key_path(key)
+    node = config
+    for part in parents:
+      node = node[part]
+    try:
+      node[last] = value
+    except TypeError as e:
+      raise TypeError(f"{source}: get_hyper sets {key!r} to {value!r}: {e}") from e
+  return config
+
+
+def short_names(keys: Sequence[str]) -> dict[str, str]:
+  """The shortest dotted suffix of each key that is not a suffix of another key."""
+  paths = {k: key_path(k) for k in keys}
+  names = {}
+  for key, path in paths.items():
+    for n in range(1, len(path) + 1):
+      suffix = path[-n:]
+      if not any(other[-n:] == suffix for k, other in paths.items() if k != key):
+        break
+    names[key] = ".".join(suffix)
+  return names
+
+
+def format_value(value: Any) -> str:
+  if isinstance(value, float):
+    return f"{value:g}"
+  if isinstance(value, (tuple, list)):
+    return "-".join(format_value(v) for v in value)
+  return str(value)
+
+
+def point_names(points: Sequence[Point]) -> list[str]:
+  """Readable, file-safe folder names: 'aggregation=mean,seed=1'."""
+  names = short_names(list(dict.fromkeys(k for p in points for k in p)))
+  folders = [re.sub(r"[^A-Za-z0-9._=,+-]", "_",
+                    ",".join(f"{names[k]}={format_value(v)}" for k, v in p.items()))
+             for p in points]
+  seen = {}
+  for folder, point in zip(folders, points):
+    if folder in seen:
+      raise ValueError(f"sweep points {seen[folder]} and {point} share the folder name "
+                       f"{folder!r}; make their values differ in more than punctuation")
+    seen[folder] = point
+  return folders
+
+
+# ----------------------------------------------------------------------------------------
+# Running
+# ----------------------------------------------------------------------------------------
+def run_sweep(config: ml_collections.ConfigDict, points: Sequence[Point], workdir: str,
+              source: str) -> list[dict]:
+  """Trains every point not finished yet, then writes and returns the sweep table's rows.
+
+  A point that fails (e.g. a loss turning NaN) is reported in the table and the sweep goes
+  on; SIGTERM or SIGINT stops the whole sweep after its point saved a checkpoint.
+  """
+  if not points:
+    raise ValueError(f"{source}: get_hyper returned no points")
+  check_keys(config, points, source)
+  check_metric(config.sweep.metric)
+  folders = point_names(points)
+  columns = short_names(list(dict.fromkeys(k for p in points for k in p)))
+  rows = []
+  for i, (folder, point) in enumerate(zip(folders, points)):
+    point_dir = os.path.join(workdir, folder)
+    row = {"point": folder, **{columns[k]: format_value(v) for k, v in point.items()}}
+    results_path = os.path.join(point_dir, "results.json")
+    if os.path.exists(results_path):
+      print(f"[{i + 1}/{len(points)}] {folder}: finished earlier, skipped")
+      with open(results_path) as f:
+        rows.append(finished_row(row, json.load(f), point_dir))
+      continue
+    print(f"[{i + 1}/{len(points)}] {folder}")
+    try:
+      results = train.train_and_evaluate(apply(config, point, source), point_dir)
+      rows.append(finished_row(row, results, point_dir))
+    except train.Interrupted:
+      raise
+    except Exception as e:
+      traceback.print_exc()
+      rows.append({**row, "status": f"failed: {type(e).__name__}: {e}"})
+  write_table(rows, list(dict.fromkeys(columns.values())), config.sweep.metric,
+              config.sweep.mode, workdir)
+  return rows
+
+
+def check_metric(name: str):
+  """Fails before training if `name` cannot be a results.json key (scenes are checked at the
+  end, once results exist)."""
+  parts = name.split("/")
+  metric_names = metrics.task_metrics(np.array([0.0, 1.0]), np.array([0.5, 0.5]))
+  if name != "train_steps" and not (len(parts) == 4 and parts[0] in ("test", "oracle")
+                                    and parts[2] in plots.TASKS and parts[3] in metric_names):
+    raise ValueError(f"config.sweep.metric={name!r}: expected 'test/<scene or all>/<task>/"
+                     f"<metric>' with task in {plots.TASKS} and metric in "
+                     f"{sorted(metric_names)}, e.g. 'test/all/ctcvr/auc'")
+
+
+def finished_row(row: dict, results: dict, point_dir: str) -> dict:
+  """`row` plus the test metrics, steps and training seconds (run.json) of a finished point."""
+  with open(os.path.join(point_dir, "run.json")) as f:
+    seconds = json.load(f)["train_seconds"]
+  return {**row, **{k: v for k, v in results.items() if k.startswith("test/")},
+          "train_steps": results["train_steps"], "train_seconds": round(seconds, 1),
+          "status": "ok"}
+
+
+def sort_rows(rows: list[dict], metric: str, mode: str) -> list[dict]:
+  """Best first by `metric` ('max' or 'min'); rows without a finite value last."""
+  if mode not in ("max", "min"):
+    raise ValueError(f"config.sweep.mode={mode!r}; expected 'max' or 'min'")
+  sign = -1 if mode == "max" else 1
+
+  def key(row):
+    value = row.get(metric, float("nan"))
+    return (0, sign * value) if math.isfinite(value) else (1, 0.0)
+  return sorted(rows, key=key)
+
+
+def write_table(rows: list[dict], key_columns: list[str], metric: str, mode: str,
+                workdir: str):
+  """sweep.csv (every test metric), sweep.md and sweep.png (the main ones), best first."""
+  finished = [r for r in rows if r["status"] == "ok"]
+  if finished and not any(metric in r for r in finished):
+    raise ValueError(f"config.sweep.metric={metric!r} is not in the points' results.json; "
+                     "expected a key like 'test/all/ctcvr/auc'")
+  rows = sort_rows(rows, metric, mode)
+  tail = ["train_steps", "train_seconds", "status"]
+  shown = ["point", *key_columns, *dict.fromkeys([metric, *AUCS]), *tail]
+  every = ["point", *key_columns, *sorted({k for r in finished for k in r
+                                           if k.startswith("test/")}), *tail]
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "sweep.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=every, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+  with open(os.path.join(workdir, "sweep.md"), "w") as f:
+    f.write(markdown(rows, shown, metric, mode))
+  ranked = [r for r in rows if math.isfinite(r.get(metric, float("nan")))]
+  if ranked:
+    plots.sweep_bars([r["point"] for r in ranked], [r[metric] for r in ranked], metric,
+                     os.path.join(workdir, "sweep.png"))
+
+
+def markdown(rows: list[dict], columns: list[str], metric: str, mode: str) -> str:
+  def cell(column, value):
+    return f"{value:.4f}" if column.startswith("test/") else str(value)
+  lines = [f"Sorted by {metric}, {'highest' if mode == 'max' else 'lowest'} first.", "",
+           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(cell(c, row[c]) if c in row else "" for c in columns) + " |"
+            for row in rows]
+  return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------
+# Command line (flags are defined only when run as a program, so importing this module
+# next to mtms_jax.main defines no flag twice)
+# ----------------------------------------------------------------------------------------
+def load_module(path: str):
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0],
+                                                path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)   # orbax logs every save at INFO
+  # 'experiments/NAME.py:ARG' -> the file; its get_config(ARG) already gave FLAGS.config.
+  path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":", 1)[0]
+  workdir = flags.FLAGS.workdir
+  try:
+    rows = run_sweep(flags.FLAGS.config, hyper_points(load_module(path)), workdir, path)
+  except train.Interrupted as e:
+    command = shlex.join([sys.executable, "-m", "mtms_jax.sweep"] + sys.argv[1:])
+    print(f"\n{e}\nResume the sweep with:\n  {command}", file=sys.stderr)
+    sys.exit(128 + e.signum)
+  with open(os.path.join(workdir, "sweep.md")) as f:
+    print(f"\nSweep table ({os.path.join(workdir, 'sweep.md')}):\n{f.read()}")
+  failed = [r["point"] for r in rows if r["status"] != "ok"]
+  if failed:
+    sys.exit(f"{len(failed)} point(s) failed: {failed}")
+
+
+if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "Experiment config file with get_hyper.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Sweep folder: a subfolder per point, and the table.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
