@@ -1,10 +1,11 @@
 """Command line: `python -m mtms_jax.main --config experiments/NAME.py --workdir DIR
-[--config.key=value ...]`. The config is locked: overriding a key it lacks is an error."""
+[--config.key=value ...]`. The config is locked: overriding a key it lacks is an error.
+A config with a `compare` section (experiments/table1.py) runs a multi-model comparison."""
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from mtms_jax import train
+from mtms_jax import compare, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -15,7 +16,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  run = compare.run if "compare" in _CONFIG.value else train.train_and_evaluate
+  run(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -173,8 +173,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   progress.close()
   train_seconds = time.time() - start
 
-  results = evaluate(step_lib.make_predict_fn(model, model.eval_phase), state["params"], test_data,
-                     config.eval_batch_size, split="test")
+  predict_fn = step_lib.make_predict_fn(model, model.eval_phase)
+  results = evaluate(predict_fn, state["params"], test_data, config.eval_batch_size, split="test")
+  if config.get("save_predictions", False):  # for compare.py's paired significance tests
+    probs = predict(predict_fn, state["params"], test_data, config.eval_batch_size)
+    np.savez(os.path.join(workdir, "test_predictions.npz"), **probs,
+             **{k: test_data.columns[k] for k in ("scene", "click", "conversion")})
   results["train_seconds"] = train_seconds
   results["train_steps"] = step
   writer.write(step, results, day=config.test_day, phase="eval")
