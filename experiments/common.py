@@ -118,6 +118,7 @@ def joint_config(name, arg=None) -> ml_collections.ConfigDict:
 # Comparisons (mtms_jax/compare.py): experiments/table1.py, table2.py
 # ----------------------------------------------------------------------------------------
 MOVIELENS_PATH = "../shared/data/movielens/ml-100k_recbole_wheel"
+CENSUS_PATH = "../shared/data/census_income_kdd/keras_mmoe_full_test/census-income.test.gz"
 
 
 def dataset(name):
@@ -129,6 +130,10 @@ def dataset(name):
     ratings; trains on slots 0-3 in order, tests on slot 4 (a split in time, like the
     paper's next-day test: most test-slot users are new); reports age_ge35, the largest
     scene of the test slot.
+  census: Census-Income (KDD), the UCI test file (the train file is not here), one scene
+    'all', a random 50/25/25 split: trains on day 0, tests on day 2. click = never
+    married; --config.data.kwargs.click_label=income puts income there instead (see
+    mtms_jax/data/census.py).
 
   Returns:
     ({data, train_days, test_day, batch_size}, reported scene index, its name).
@@ -141,7 +146,14 @@ def dataset(name):
                                       "kwargs": {"path": MOVIELENS_PATH, "num_days": 5}})
     return ({"data": data, "train_days": (0, 1, 2, 3), "test_day": 4, "batch_size": 256},
             2, "age_ge35")
-  raise ValueError(f"unknown data set {name!r} for a comparison; known: synthetic, movielens")
+  if name == "census":
+    data = ml_collections.ConfigDict({"name": "census", "scenes": (), "kwargs": {
+        "path": CENSUS_PATH, "click_label": "never_married"}})
+    return {"data": data, "train_days": (0,), "test_day": 2, "batch_size": 256}, 0, "all"
+  raise ValueError(f"unknown data set {name!r} for a comparison; known: {DATASETS}")
+
+
+DATASETS = ("synthetic", "movielens", "census")
 
 
 def mtms_row(label, sharing, loss, ranking_loss, scenes):
@@ -165,14 +177,17 @@ def compare_config(arg, make_rows, **compare) -> ml_collections.ConfigDict:
   """A comparison config: shared data and batch settings, rows, and `compare` fields.
 
   Args:
-    arg: 'movielens' picks that data set (synthetic otherwise); 'smoke' shrinks data,
-      steps and seeds (2) to a seconds-long run; ','-joined.
+    arg: 'movielens' or 'census' picks that data set (synthetic otherwise); 'smoke'
+      shrinks data, steps and seeds (2) to a seconds-long run; ','-joined.
     make_rows: focus scene index -> {row name: row}, the index being that of the scene
       the table reports (one-scene rows train on it alone).
     **compare: the other `compare` fields (baseline, tasks, metrics, layout, title).
   """
-  flags = parse_arg(arg, known=("smoke", "movielens"))
-  sections, focus, scene = dataset("movielens" if "movielens" in flags else "synthetic")
+  flags = parse_arg(arg, known=("smoke",) + DATASETS)
+  chosen = [name for name in DATASETS if name in flags]
+  if len(chosen) > 1:
+    raise ValueError(f"config args name data sets {chosen}; pick one")
+  sections, focus, scene = dataset(chosen[0] if chosen else "synthetic")
   config = ml_collections.ConfigDict(sections)
   config.seed = 0
   config.eval_batch_size = 8192
