@@ -31,6 +31,7 @@ and for the table's scene, tasks and metrics:
   '..._delta'        relative change of the mean against the baseline's mean;
   '..._p'            p of the paired test of the seed-averaged predictions (below);
   '..._p_seed_min', '..._p_seed_max'   range of the per-seed p's (seed k vs baseline seed k);
+  '..._p_seeds'      Welch's t-test of the per-seed values against the baseline's;
   '..._ensemble'     the metric of the seed-averaged predictions.
 
 Significance, chosen as follows. AUC: DeLong's test; MAE: a paired t-test on per-row
@@ -38,7 +39,9 @@ absolute errors (`significance.py`). The headline p compares the seed-averaged p
 (the mean probability over seeds, per row) of a row and of the baseline: averaging removes
 most of the seed noise from each side, so the test asks whether the two models rank these
 test rows differently. The per-seed range shows how much a single training run can be
-trusted. Neither test covers the seed-to-seed spread itself; the mean ± std does.
+trusted. Neither covers the seed-to-seed spread of training itself: Welch's t-test on the
+per-seed values does (with few seeds it is weak, but it is the one that says whether
+retraining would keep the order).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import jax
 import ml_collections
 import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
+from scipy import stats
 
 from mtms_jax import significance, tables, train
 
@@ -190,10 +194,14 @@ def summarize(c: ml_collections.ConfigDict, results: dict[str, list[dict]],
     for task in c.tasks:
       for metric in c.metrics:
         key = f"test/{c.scene}/{task}/{metric}"
-        for k, r in enumerate(results[name]):
-          out[f"{name}/{key}_seed{k}"] = r[key]
+        values = [r[key] for r in results[name]]
+        out.update({f"{name}/{key}_seed{k}": v for k, v in enumerate(values)})
         out[f"{name}/{key}_delta"] = (out[f"{name}/{key}_mean"]
                                       / out[f"{c.baseline}/{key}_mean"] - 1.0)
+        if name != c.baseline and len(values) > 1:
+          base = [r[key] for r in results[c.baseline]]
+          out[f"{name}/{key}_p_seeds"] = float(stats.ttest_ind(values, base,
+                                                               equal_var=False).pvalue)
       out.update(_paired_tests(c, name, task, slices[name], slices[c.baseline]))
   return out
 

@@ -2,8 +2,8 @@
 
 Reads only the flat summary of `compare.summarize`, so a table can be redrawn from a
 comparison's results.json. Cells: mean ± std over seeds; beside each row that is not the
-baseline, the relative change of the mean and the paired test's p (seed-averaged
-predictions), with the range of the per-seed p's in brackets.
+baseline, the relative change of the mean, the paired test's p (seed-averaged
+predictions) with the range of the per-seed p's in brackets, and Welch's t-test over seeds.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def value_cell(c, summary, name, task, metric) -> str:
 
 
 def change_cell(c, summary, name, task, metric) -> str:
-  """'+0.33%, p=0.012 [0.003, 0.21]'; empty for the baseline."""
+  """'+0.33%, p=0.012 [0.003, 0.21], seeds p=0.3'; empty for the baseline."""
   if name == c.baseline:
     return ""
   key = _key(c, name, task, metric)
@@ -52,6 +52,8 @@ def change_cell(c, summary, name, task, metric) -> str:
   if key + "_p" in summary:
     cell += (f", p={_p(summary[key + '_p'])} [{_p(summary[key + '_p_seed_min'])}, "
              f"{_p(summary[key + '_p_seed_max'])}]")
+  if key + "_p_seeds" in summary:
+    cell += f", seeds p={_p(summary[key + '_p_seeds'])}"
   return cell
 
 
@@ -82,7 +84,8 @@ def markdown(c, summary: dict) -> str:
            "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in body]
   lines += ["", "change: relative change of the mean against the baseline; p: paired test "
             "(AUC: DeLong; MAE: t-test on per-row errors) of the seed-averaged predictions on "
-            "the same test rows, with the range of the per-seed p's in brackets."]
+            "the same test rows, with the range of the per-seed p's in brackets; seeds p: "
+            "Welch's t-test of the per-seed values (training noise)."]
   oracle = [f"{t.upper()} {summary[k]:.4f}" for t in c.tasks
             if (k := f"{c.baseline}/oracle/{c.scene}/{t}/auc_mean") in summary]
   if oracle:
@@ -97,7 +100,7 @@ def _label(c, name) -> str:
 def write_csv(c, summary: dict, path: str) -> None:
   """Long format: one line per (row, task, metric) with every number behind the table."""
   fields = ["row", "label", "scene", "task", "metric", "mean", "std", "seeds", "delta",
-            "p", "p_seed_min", "p_seed_max", "ensemble"]
+            "p", "p_seed_min", "p_seed_max", "p_seeds", "ensemble"]
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(fields)
@@ -108,7 +111,8 @@ def write_csv(c, summary: dict, path: str) -> None:
         writer.writerow([name, c.rows[name].label, c.scene, task, metric]
                         + [summary.get(f"{key}_{x}", "") for x in ("mean", "std")] + [seeds]
                         + [summary.get(f"{key}_{x}", "") for x in
-                           ("delta", "p", "p_seed_min", "p_seed_max", "ensemble")])
+                           ("delta", "p", "p_seed_min", "p_seed_max", "p_seeds",
+                            "ensemble")])
 
 
 def plot(c, summary: dict, path: str) -> None:

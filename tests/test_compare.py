@@ -6,6 +6,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from scipy import stats
 
 from experiments import table1, table2
 from mtms_jax import compare, significance, train
@@ -51,10 +52,11 @@ def test_table1_writes_the_table_files(table1_run):
 def test_summary_matches_the_runs_on_disk(table1_run):
   config, workdir, summary = table1_run
   key = "test/scene0/cvr/auc"
-  preds, labels = {}, None
+  preds, values, labels = {}, {}, None
   for name in ("ctr_cvr", "mtms_loss"):
     per_seed = [json.loads((workdir / name / f"seed{k}" / "results.json").read_text())
                 for k in range(2)]
+    values[name] = [r[key] for r in per_seed]
     assert summary[f"{name}/{key}_mean"] == pytest.approx(np.mean([r[key] for r in per_seed]))
     assert summary[f"{name}/{key}_std"] == pytest.approx(
         np.std([r[key] for r in per_seed], ddof=1))
@@ -68,6 +70,8 @@ def test_summary_matches_the_runs_on_disk(table1_run):
       summary[f"mtms_loss/{key}_mean"] / summary[f"ctr_cvr/{key}_mean"] - 1)
   lo, hi = summary[f"mtms_loss/{key}_p_seed_min"], summary[f"mtms_loss/{key}_p_seed_max"]
   assert 0 <= lo <= hi <= 1
+  assert summary[f"mtms_loss/{key}_p_seeds"] == pytest.approx(stats.ttest_ind(
+      values["mtms_loss"], values["ctr_cvr"], equal_var=False).pvalue)
 
 
 def test_rerun_reuses_runs_and_rejects_a_changed_config(table1_run, monkeypatch):
