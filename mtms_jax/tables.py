@@ -116,12 +116,13 @@ def write_csv(c, summary: dict, path: str) -> None:
 
 
 def plot(c, summary: dict, path: str) -> None:
-  """One panel per (task, metric): each seed as a dot, mean ± std as a bar, baseline dashed."""
-  panels = measures(c)
+  """A panel per task (rows) and metric (columns): each seed a dot, mean ± std a bar, the
+  baseline's mean dashed."""
   names = list(c.order)
-  fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 0.9 * len(names) * len(panels), 4),
-                           squeeze=False)
-  for ax, (task, metric) in zip(axes[0], panels):
+  fig, axes = plt.subplots(len(c.tasks), len(c.metrics), squeeze=False,
+                           figsize=(1.5 + 0.7 * len(names) * len(c.metrics),
+                                    0.5 + 3.5 * len(c.tasks)))
+  for ax, (task, metric) in zip(axes.flat, measures(c)):
     for i, name in enumerate(names):
       key = _key(c, name, task, metric)
       seeds = [summary[f"{key}_seed{k}"] for k in range(c.seeds)]
