@@ -1,7 +1,7 @@
-"""The field's standard models: protocol, shapes, scene input, and a few joint steps.
+"""The field's standard models: protocol, shapes, probabilities, scene input.
 
-tests/test_compare.py trains every model again through the trainer (table2's smoke run) and
-checks their saved test predictions.
+tests/test_compare.py trains every model for a few steps through the trainer (table2's
+smoke run) and checks that their test predictions are probabilities of the right shape.
 """
 
 import jax
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import common
-from mtms_jax import models, step
+from mtms_jax import models, optim, step
 from mtms_jax.data import pipeline
 
 NAMES = sorted(common.JOINT_MODELS)
@@ -30,32 +30,24 @@ def batches(tiny_data):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_joint_model_trains_and_predicts_probabilities(name, tiny_data, batches):
+def test_joint_model_protocol_probabilities_and_scene_input(name, tiny_data, batches):
   config = common.joint_config(name, "smoke")
   model = models.get_model(tiny_data.schema, config.model)
   assert model.phases == {"joint": ("embedding", "ranking")} and model.eval_phase == "joint"
   assert model.layout.num_components == 1
   params = model.init(jax.random.key(0))
   assert set(params) == {"embedding", "ranking"} and set(params["embedding"]) == {"tables"}
-  txs = step.make_phase_txs(config, model, params)
-  state = step.init_state(params, txs)
-  update = step.make_update_fn(model, txs["joint"], "joint", config.phases.joint)
-  before = jax.tree.map(np.array, state["params"])
-  for _ in range(3):
-    state, measurements = update(state, next(batches))
-    assert np.isfinite(float(measurements["loss"]))
-  # One phase trains both subtrees: tables and network.
-  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
-                         jax.tree.map(np.array, state["params"]))
-  assert all(jax.tree.leaves(changed)), f"{name}: some params did not move"
+  # The one phase trains both subtrees: tables and network.
+  assert optim.phase_labels(params, model.phases["joint"]) == {"embedding": "train",
+                                                               "ranking": "train"}
   predict = step.make_predict_fn(model, "joint")
   batch = next(batches)
-  probs = predict(state["params"], batch)
+  probs = predict(params, batch)
   for task in ("ctr", "cvr"):
     p = np.asarray(probs[task])
     assert p.shape == (64,) and ((p > 0) & (p < 1)).all(), task
   # The scene is an input: the same rows told they come from the other scene score otherwise.
-  flipped = predict(state["params"], {**batch, "scene": 1 - batch["scene"]})
+  flipped = predict(params, {**batch, "scene": 1 - batch["scene"]})
   for task in ("ctr", "cvr"):
     assert not np.allclose(probs[task], flipped[task]), task
 
