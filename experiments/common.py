@@ -8,12 +8,12 @@
 import ml_collections
 
 
-def parse_arg(arg):
-  """'smoke' or None -> set of flags."""
+def parse_arg(arg, known=("smoke",)):
+  """'smoke' or None (or other `known` flags, ','-joined) -> set of flags."""
   flags = set(filter(None, (arg or "").split(",")))
-  unknown = flags - {"smoke"}
+  unknown = flags - set(known)
   if unknown:
-    raise ValueError(f"unknown config args {sorted(unknown)}; known: ['smoke']")
+    raise ValueError(f"unknown config args {sorted(unknown)}; known: {sorted(known)}")
   return flags
 
 
@@ -123,4 +123,99 @@ def joint_config(name, arg=None) -> ml_collections.ConfigDict:
     config[key] = section
   if "smoke" in parse_arg(arg):
     shrink(config)
+  return config
+
+
+# ----------------------------------------------------------------------------------------
+# Comparisons (mtms_jax/compare.py): experiments/table1.py, table2.py
+# ----------------------------------------------------------------------------------------
+MOVIELENS_PATH = "../shared/data/movielens/ml-100k_recbole_wheel"
+CENSUS_PATH = "../shared/data/census_income_kdd/keras_mmoe_full_test/census-income.test.gz"
+
+
+def dataset(name):
+  """Shared sections of a comparison on data set `name`, and the scene its table reports.
+
+  synthetic: 2 scenes, 4 days of 300k rows; trains on days 0-2, tests on day 3; reports
+    scene0 (60% of rows), as the paper reports its main scene, the news feed.
+  movielens: MovieLens-100K, scenes = 3 age groups, cut by time into 5 slots of 20k
+    ratings; trains on slots 0-3 in order, tests on slot 4 (a split in time, like the
+    paper's next-day test: most test-slot users are new); reports age_ge35, the largest
+    scene of the test slot.
+  census: Census-Income (KDD), the UCI test file (the train file is not here), one scene
+    'all', a random 50/25/25 split: trains on day 0, tests on day 2. click = never
+    married; --config.data.kwargs.click_label=income puts income there instead (see
+    mtms_jax/data/census.py).
+
+  Returns:
+    ({data, train_days, test_day, batch_size}, reported scene index, its name).
+  """
+  if name == "synthetic":
+    return ({"data": synthetic_data(rows_per_day=300_000), "train_days": (0, 1, 2),
+             "test_day": 3, "batch_size": 1024}, 0, "scene0")
+  if name == "movielens":
+    data = ml_collections.ConfigDict({"name": "movielens", "scenes": (),
+                                      "kwargs": {"path": MOVIELENS_PATH, "num_days": 5}})
+    return ({"data": data, "train_days": (0, 1, 2, 3), "test_day": 4, "batch_size": 256},
+            2, "age_ge35")
+  if name == "census":
+    data = ml_collections.ConfigDict({"name": "census", "scenes": (), "kwargs": {
+        "path": CENSUS_PATH, "click_label": "never_married"}})
+    return {"data": data, "train_days": (0,), "test_day": 2, "batch_size": 256}, 0, "all"
+  raise ValueError(f"unknown data set {name!r} for a comparison; known: {DATASETS}")
+
+
+DATASETS = ("synthetic", "movielens", "census")
+
+
+def mtms_row(label, sharing, loss, ranking_loss, scenes):
+  """A row of the MTMS model, alternating embedding and ranking phases (paper Sec. III-C)."""
+  config = base_config()
+  config.model.sharing = sharing
+  config.phases.embedding.loss = loss
+  config.phases.ranking.loss = ranking_loss
+  return ml_collections.ConfigDict({"label": label, "model": config.model,
+                                    "schedule": config.schedule, "phases": config.phases,
+                                    "scenes": tuple(scenes)})
+
+
+def joint_row(label, name, scenes=()):
+  """A row of a field-standard model (`joint_sections`), one joint phase."""
+  return ml_collections.ConfigDict({"label": label, **joint_sections(name),
+                                    "scenes": tuple(scenes)})
+
+
+def compare_config(arg, make_rows, **compare) -> ml_collections.ConfigDict:
+  """A comparison config: shared data and batch settings, rows, and `compare` fields.
+
+  Args:
+    arg: 'movielens' or 'census' picks that data set (synthetic otherwise); 'smoke'
+      shrinks data, steps and seeds (2) to a seconds-long run; ','-joined.
+    make_rows: focus scene index -> {row name: row}, the index being that of the scene
+      the table reports (one-scene rows train on it alone).
+    **compare: the other `compare` fields (baseline, tasks, metrics, layout, title).
+  """
+  flags = parse_arg(arg, known=("smoke",) + DATASETS)
+  chosen = [name for name in DATASETS if name in flags]
+  if len(chosen) > 1:
+    raise ValueError(f"config args name data sets {chosen}; pick one")
+  sections, focus, scene = dataset(chosen[0] if chosen else "synthetic")
+  config = ml_collections.ConfigDict(sections)
+  config.seed = 0
+  config.eval_batch_size = 8192
+  config.log_every = 100
+  rows = make_rows(focus)
+  # ConfigDict sorts its keys, so the table's row order is kept apart.
+  config.compare = ml_collections.ConfigDict({"rows": rows, "order": tuple(rows), "seeds": 5,
+                                              "scene": scene, **compare})
+  if "smoke" in flags:
+    if config.data.name == "synthetic":
+      config.data.kwargs.update(rows_per_day=2000, num_users=50, num_ads=20)
+    for row in config.compare.rows.values():
+      for phase_config in row.phases.values():
+        phase_config.steps = 3
+    config.compare.seeds = 2
+    config.batch_size = 64
+    config.eval_batch_size = 512
+    config.log_every = 1
   return config

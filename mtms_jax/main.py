@@ -3,7 +3,8 @@
 
 Rerunning the same command resumes from DIR's latest checkpoint. SIGTERM or SIGINT (Ctrl-C)
 saves a checkpoint and exits with status 128 + the signal number (143, 130), so schedulers
-that restart failed jobs restart it; the message says how to resume.
+that restart failed jobs restart it; the message says how to resume. A config with a
+`compare` section (experiments/table1.py) runs a multi-model comparison (compare.py).
 """
 
 import shlex
@@ -12,7 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import train
+from mtms_jax import compare, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -27,7 +28,8 @@ def main(argv):
     # orbax logs every save at INFO; keep the console to the progress bar unless -v is given.
     logging.set_verbosity(logging.WARNING)
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    run = compare.run if "compare" in _CONFIG.value else train.train_and_evaluate
+    run(_CONFIG.value, _WORKDIR.value)
   except train.Interrupted as e:
     command = shlex.join([sys.executable, "-m", "mtms_jax.main"] + sys.argv[1:])
     print(f"\n{e}\nResume with:\n  {command}", file=sys.stderr)

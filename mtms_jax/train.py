@@ -113,6 +113,12 @@ def evaluate(predict_fn, params, data: Dataset, batch_size: int, split: str) -> 
 
 
 
+def save_predictions(predict_fn, params, data: Dataset, batch_size: int, path: str):
+  """Test-day predictions with the labels and scene of every row, as an .npz file."""
+  probs = predict(predict_fn, params, data, batch_size)
+  np.savez(path, **probs, **{k: data.columns[k] for k in ("scene", "click", "conversion")})
+
+
 def validation_rows(data: Dataset, config: ml_collections.ConfigDict) -> Dataset:
   """The first `checkpoint.val_rows` rows of `checkpoint.val_day` (-1: the test day).
 
@@ -412,6 +418,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state = loop.run(start.state, start.step, start.batches, start.batches_day)
       results = evaluate(predict_fn, state["params"], test_data, config.eval_batch_size,
                          split="test")
+      if config.get("save_predictions", False):   # for compare.py's paired significance tests
+        save_predictions(predict_fn, state["params"], test_data, config.eval_batch_size,
+                         os.path.join(workdir, "test_predictions.npz"))
       results["train_steps"] = loop.total
       writer.write(loop.total, results, day=config.test_day, phase="eval")
     best_step = checkpoints.best_step()

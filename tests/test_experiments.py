@@ -20,7 +20,11 @@ def _load(name, arg="smoke"):
   return module.get_config(arg)
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+# Comparison configs (a `compare` section) train many models; tests/test_compare.py runs them.
+SINGLE_RUNS = [name for name in EXPERIMENTS if "compare" not in _load(name)]
+
+
+@pytest.mark.parametrize("name", SINGLE_RUNS)
 def test_experiment_runs_and_writes_outputs(name, tmp_path):
   results = train.train_and_evaluate(_load(name), str(tmp_path))
   for f in ("config.json", "results.json"):

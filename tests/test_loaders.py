@@ -277,6 +277,16 @@ def test_census_deepctr_sample_with_index_column():
                                 c["ids"])
 
 
+def test_census_income_as_click():
+  path = shared("census_income_kdd", "deepctr_sample")
+  data, labels = census.load_multitask(path, split=(0.8, 0.2), seed=1, click_label="income")
+  c = check_contract(data, 200, 32, 7)
+  np.testing.assert_array_equal(c["click"], labels["income"])
+  np.testing.assert_array_equal(c["conversion"], labels["income"] * labels["never_married"])
+  with pytest.raises(ValueError, match="click_label"):
+    census.load(path, click_label="marital")
+
+
 CENSUS_LINE = ("38, Private, 6, 36, 1st 2nd 3rd or 4th grade, 0, Not in universe, Never "
                "married, Manufacturing-durable goods, Machine operators assmblrs & "
                "inspctrs, White, Mexican (Mexicano), Female, Not in universe, Not in "

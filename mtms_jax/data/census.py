@@ -22,6 +22,10 @@ click), and this module does not squeeze it in. Instead:
     contract with independent task labels, which `mtms_jax.schema` does not have yet.
   So the marital AUC is the click (CTR) AUC of any model on this Dataset; the income AUC
   is not its CVR or CTCVR AUC.
+  With click_label='income' the roles swap: click = income > 50K on every row (its CTR
+  AUC is the benchmark's income AUC), conversion = the same "both" label, so CVR is
+  p(never married | income > 50K). A multi-task model then sees both labels, though one
+  of them only as a funnel step; two runs, one per click_label, give both benchmark AUCs.
 
 Features (marital status is a label and is left out, as keras-mmoe and torch-rechub do;
 `instance_weight` is a survey weight, which UCI says not to use as a feature):
@@ -78,7 +82,8 @@ def load(path: _tabular.PathLike, **kwargs: Any) -> Dataset:
 
 def load_multitask(path: _tabular.PathLike, *, scene_column: str | None = None,
                    split: Sequence[float] = (0.5, 0.25, 0.25), seed: int = 0,
-                   standardize: bool = True) -> tuple[Dataset, dict[str, np.ndarray]]:
+                   standardize: bool = True, click_label: str = "never_married"
+                   ) -> tuple[Dataset, dict[str, np.ndarray]]:
   """Loads census files as a Dataset plus the benchmark's two labels, row-aligned.
 
   Args:
@@ -87,6 +92,8 @@ def load_multitask(path: _tabular.PathLike, *, scene_column: str | None = None,
     split: fractions of rows given days 0, 1, ... (train, validation, test).
     seed: seed of the random split.
     standardize: turn dense values into z-scores (see the module docstring).
+    click_label: the benchmark task in `click`, 'never_married' or 'income' (see the
+      module docstring); `conversion` is both labels at once either way.
 
   Returns:
     (Dataset, {'income': income > 50K, 'never_married': ...}, float32 arrays (N,)).
@@ -97,6 +104,8 @@ def load_multitask(path: _tabular.PathLike, *, scene_column: str | None = None,
       else, an income label is neither '50000+.' nor '- 50000.', or an argument is bad.
   """
   path = _tabular.require(path, "Census-Income (KDD)", _WHERE)
+  if click_label not in ("never_married", "income"):
+    raise ValueError(f"click_label must be 'never_married' or 'income', got {click_label!r}")
   if scene_column is not None and scene_column not in SPARSE:
     raise ValueError(f"scene_column must be one of the sparse columns {list(SPARSE)}, got "
                      f"{scene_column!r}")
@@ -115,7 +124,8 @@ def load_multitask(path: _tabular.PathLike, *, scene_column: str | None = None,
   day = _random_days(len(dense), split, seed)
   if standardize:
     dense = _tabular.standardize(dense, day == 0)
-  return _dataset(categorical, dense, labels, day, scene_column, str(path)), labels
+  return _dataset(categorical, dense, labels, day, scene_column, click_label,
+                  str(path)), labels
 
 
 def _read(path: Path) -> _tabular.Table:
@@ -153,7 +163,7 @@ def _random_days(n: int, split: Sequence[float], seed: int) -> np.ndarray:
 
 def _dataset(categorical: dict[str, list[str]], dense: np.ndarray,
              labels: dict[str, np.ndarray], day: np.ndarray, scene_column: str | None,
-             name: str) -> Dataset:
+             click_label: str, name: str) -> Dataset:
   ids, fields = [], []
   for column in SPARSE:
     column_ids, vocab = _tabular.encode(categorical[column], missing=_MISSING)
@@ -166,7 +176,7 @@ def _dataset(categorical: dict[str, list[str]], dense: np.ndarray,
                              return_inverse=True)
     scenes = tuple(names.tolist())
   columns = {"ids": np.stack(ids, axis=1), "dense": dense, "scene": scene,
-             "click": labels["never_married"],
+             "click": labels[click_label],
              "conversion": labels["income"] * labels["never_married"], "day": day}
   schema = FeatureSchema(sparse=tuple(fields), dense=tuple(DenseField(d) for d in DENSE),
                          scenes=scenes)

@@ -35,7 +35,9 @@ class Experts(nn.Module):
   """E independent MLPs on the same input, weights stacked: (B, I) -> (B, E, H).
 
   One einsum per layer instead of a Python loop over experts; every layer (the last too) is
-  followed by a ReLU, as the experts of torch-rechub and FuxiCTR are.
+  followed by a ReLU, as the experts of torch-rechub and FuxiCTR are. The first layer
+  contracts the shared input directly ('bi,eih'): broadcasting it to (B, E, I) first made
+  the step 10x slower on a CPU.
   """
   num_experts: int
   features: Sequence[int]
@@ -43,11 +45,11 @@ class Experts(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-    x = jnp.broadcast_to(x[:, None, :], (x.shape[0], self.num_experts, x.shape[-1]))
     for i, width in enumerate(self.features):
       kernel = self.param(f"kernel{i}", init, (self.num_experts, x.shape[-1], width))
       bias = self.param(f"bias{i}", nn.initializers.zeros, (self.num_experts, width))
-      x = nn.relu(jnp.einsum("bei,eih->beh", x, kernel) + bias)
+      spec = "bi,eih->beh" if i == 0 else "bei,eih->beh"
+      x = nn.relu(jnp.einsum(spec, x, kernel) + bias)
     return x
 
 

@@ -1,0 +1,232 @@
+"""Comparison runs: several models, several seeds each, one table with paired tests.
+
+The paper's Tables I and II compare a handful of models on one test day, and the gains are
+fractions of a percent of AUC. So every model is trained with several seeds, the table shows
+mean ± std over seeds, and every difference against the baseline carries a paired test on
+the same test rows.
+
+A comparison config is an experiment config whose model, schedule and phases are per row:
+
+  data, train_days, test_day, batch_size, eval_batch_size, log_every, seed   shared by rows
+  compare.rows.<name>   label, model, schedule, phases, and scenes (the data.scenes of the
+                        row: () for all scenes, (0,) for a one-scene model)
+  compare.order         the rows to run, in table order (ConfigDict sorts keys); naming a
+                        subset runs only those, e.g. --config.compare.order='("baseline","mmoe")'
+  compare.baseline      the row the others are measured against
+  compare.seeds         seeds per row: config.seed + 0, 1, ..., seeds - 1
+  compare.scene         the scene the table reports, by name ('scene0')
+  compare.tasks, compare.metrics   what the table shows, e.g. ('cvr',) and ('mae', 'auc')
+  compare.layout        'rows' (one model per row, paper Table I) or 'columns' (Table II)
+  compare.title
+
+`run(config, workdir)` trains each (row, seed) with `train.train_and_evaluate` in
+`workdir/<row>/seed<k>/`, or reuses that folder when it holds results from the same config
+(so a rerun trains only what is missing; a folder left by a different config is an error),
+then writes table.md, table.csv, table.png and results.json to `workdir`.
+
+results.json keys, for every row and every metric of the runs' results:
+  '<row>/test/<scene>/<task>/<metric>_mean', '..._std' (sample std over seeds);
+and for the table's scene, tasks and metrics:
+  '..._seed<k>'      each seed's value;
+  '..._delta'        relative change of the mean against the baseline's mean;
+  '..._p'            p of the paired test of the seed-averaged predictions (below);
+  '..._p_seed_min', '..._p_seed_max'   range of the per-seed p's (seed k vs baseline seed k);
+  '..._p_seeds'      Welch's t-test of the per-seed values against the baseline's;
+  '..._ensemble'     the metric of the seed-averaged predictions.
+
+Significance, chosen as follows. AUC: DeLong's test; MAE: a paired t-test on per-row
+absolute errors (`significance.py`). The headline p compares the seed-averaged predictions
+(the mean probability over seeds, per row) of a row and of the baseline: averaging removes
+most of the seed noise from each side, so the test asks whether the two models rank these
+test rows differently. The per-seed range shows how much a single training run can be
+trusted. Neither covers the seed-to-seed spread of training itself: Welch's t-test on the
+per-seed values does (with few seeds it is weak, but it is the one that says whether
+retraining would keep the order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental.compilation_cache import compilation_cache
+from scipy import stats
+
+from mtms_jax import significance, tables, train
+
+PREDICTIONS = "test_predictions.npz"
+LAYOUTS = ("rows", "columns")
+TASKS = ("ctr", "cvr", "ctcvr")
+TESTS = {"auc": significance.delong, "mae": significance.paired_mae}
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the `compare` field that is wrong."""
+  c = config.compare
+  if len(set(c.order)) != len(c.order) or set(c.order) - set(c.rows):
+    raise ValueError(f"config.compare.order={tuple(c.order)}: expected distinct names of "
+                     f"rows {sorted(c.rows)}")
+  if c.baseline not in c.order:
+    raise ValueError(f"config.compare.baseline={c.baseline!r} is not in config.compare.order="
+                     f"{tuple(c.order)}")
+  if c.seeds < 1:
+    raise ValueError(f"config.compare.seeds={c.seeds}: expected >= 1")
+  if c.layout not in LAYOUTS:
+    raise ValueError(f"config.compare.layout={c.layout!r}: expected one of {LAYOUTS}")
+  if not c.tasks or set(c.tasks) - set(TASKS):
+    raise ValueError(f"config.compare.tasks={tuple(c.tasks)}: expected some of {TASKS}")
+  unknown = set(c.metrics) - {"auc", "mae", "logloss", "calibration"}
+  if not c.metrics or unknown:
+    raise ValueError(f"config.compare.metrics={tuple(c.metrics)}: unknown {sorted(unknown)}")
+  for name in c.order:
+    row = c.rows[name]
+    missing = {"label", "model", "schedule", "phases", "scenes"} - set(row)
+    if missing:
+      raise ValueError(f"config.compare.rows.{name} lacks {sorted(missing)}")
+
+
+def run_config(config: ml_collections.ConfigDict, name: str, k: int
+               ) -> ml_collections.ConfigDict:
+  """The plain experiment config of row `name`, seed index `k`."""
+  shared = config.to_dict()
+  row = shared.pop("compare")["rows"][name]
+  shared.update(model=row["model"], schedule=row["schedule"], phases=row["phases"],
+                seed=config.seed + k, save_predictions=True)
+  shared["data"]["scenes"] = tuple(row["scenes"])
+  return ml_collections.ConfigDict(shared)
+
+
+def train_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Results of `config` in `workdir`: read back when complete, else trained."""
+  saved = os.path.join(workdir, "config.json")
+  if os.path.exists(saved):
+    with open(saved) as f:
+      if json.load(f) != json.loads(config.to_json_best_effort()):
+        raise ValueError(f"{workdir} holds a run of a different config; remove it or use "
+                         "another --workdir")
+  results_path = os.path.join(workdir, "results.json")
+  if os.path.exists(results_path) and os.path.exists(os.path.join(workdir, PREDICTIONS)):
+    with open(results_path) as f:
+      results = json.load(f)
+  else:
+    results = train.train_and_evaluate(config, workdir)
+  # Wall-clock time lives in run.json, apart from the results, which are reproducible.
+  with open(os.path.join(workdir, "run.json")) as f:
+    return {**results, "train_seconds": json.load(f)["train_seconds"]}
+
+
+def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{task: (labels, predictions)} on the rows of `scene` in a run's saved predictions."""
+  with open(os.path.join(workdir, "feature_schema.json")) as f:
+    scenes = json.load(f)["scenes"]
+  if scene not in scenes:
+    raise ValueError(f"config.compare.scene={scene!r}: {workdir} was trained on {scenes}")
+  saved = np.load(os.path.join(workdir, PREDICTIONS))
+  rows = saved["scene"] == scenes.index(scene)
+  click, conversion = saved["click"][rows], saved["conversion"][rows]
+  ctr, cvr = saved["ctr"][rows], saved["cvr"][rows]
+  clicked = click > 0.5
+  return {"ctr": (click, ctr), "cvr": (conversion[clicked], cvr[clicked]),
+          "ctcvr": (conversion, ctr * cvr)}
+
+
+@contextlib.contextmanager
+def compilation_cache_in(path: str):
+  """JAX's persistent compilation cache in `path`, unless one is configured already.
+
+  The seeds of a row compile the same programs; with the cache they compile once, which is
+  most of a short run's time on a CPU. The cache is process-wide, so it is reset on entry
+  (a cache left unused by earlier compiles stays off otherwise) and restored on exit.
+  """
+  if jax.config.jax_compilation_cache_dir:
+    yield
+    return
+  saved = jax.config.jax_persistent_cache_min_compile_time_secs
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  compilation_cache.reset_cache()
+  try:
+    yield
+  finally:
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", saved)
+    compilation_cache.reset_cache()
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains or reuses every (row, seed), then writes the table files; returns results."""
+  check(config)
+  c = config.compare
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  start = time.time()
+  results, slices = {}, {}
+  with compilation_cache_in(os.path.join(workdir, "jax_cache")):
+    for name in c.order:
+      results[name], slices[name] = [], []
+      for k in range(c.seeds):
+        run_dir = os.path.join(workdir, name, f"seed{k}")
+        print(f"\n=== {name} ({c.rows[name].label}), seed {k}: {run_dir}")
+        results[name].append(train_or_reuse(run_config(config, name, k), run_dir))
+        slices[name].append(scene_slices(run_dir, c.scene))
+  summary = summarize(c, results, slices)
+  summary["wall_seconds"] = time.time() - start
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(summary, f, indent=2, sort_keys=True)
+  print("\n" + tables.write(c, summary, workdir))
+  return summary
+
+
+def summarize(c: ml_collections.ConfigDict, results: dict[str, list[dict]],
+              slices: dict[str, list[dict]]) -> dict[str, float]:
+  """The flat results.json of a comparison (see the module docstring for the keys)."""
+  out = {}
+  for name, seeds in results.items():
+    keys = set.intersection(*(set(r) for r in seeds))
+    for key in sorted(k for k in keys if k.startswith(("test/", "oracle/"))):
+      values = np.array([r[key] for r in seeds], np.float64)
+      out[f"{name}/{key}_mean"] = float(values.mean())
+      out[f"{name}/{key}_std"] = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+    out[f"{name}/train_seconds_mean"] = float(np.mean([r["train_seconds"] for r in seeds]))
+  for name in results:
+    for task in c.tasks:
+      for metric in c.metrics:
+        key = f"test/{c.scene}/{task}/{metric}"
+        values = [r[key] for r in results[name]]
+        out.update({f"{name}/{key}_seed{k}": v for k, v in enumerate(values)})
+        out[f"{name}/{key}_delta"] = (out[f"{name}/{key}_mean"]
+                                      / out[f"{c.baseline}/{key}_mean"] - 1.0)
+        if name != c.baseline and len(values) > 1:
+          base = [r[key] for r in results[c.baseline]]
+          out[f"{name}/{key}_p_seeds"] = float(stats.ttest_ind(values, base,
+                                                               equal_var=False).pvalue)
+      out.update(_paired_tests(c, name, task, slices[name], slices[c.baseline]))
+  return out
+
+
+def _paired_tests(c, name, task, runs, baseline_runs) -> dict[str, float]:
+  """Paired tests of one row and task against the baseline (module docstring: which)."""
+  labels = runs[0][task][0]
+  for run, base in zip(runs, baseline_runs):
+    if not np.array_equal(run[task][0], labels) or not np.array_equal(base[task][0], labels):
+      raise ValueError(f"rows {name!r} and {c.baseline!r}: the {task} labels of "
+                       f"{c.scene} differ, so the runs did not test on the same rows")
+  averaged = np.mean([run[task][1] for run in runs], axis=0)
+  base_averaged = np.mean([base[task][1] for base in baseline_runs], axis=0)
+  out = {}
+  for metric in set(c.metrics) & set(TESTS):
+    key = f"{name}/test/{c.scene}/{task}/{metric}"
+    test = TESTS[metric](labels, averaged, base_averaged)
+    out[f"{key}_ensemble"] = test.a
+    if name != c.baseline:
+      per_seed = [TESTS[metric](labels, run[task][1], base[task][1]).p
+                  for run, base in zip(runs, baseline_runs)]
+      out.update({f"{key}_p": test.p, f"{key}_p_seed_min": float(np.nanmin(per_seed)),
+                  f"{key}_p_seed_max": float(np.nanmax(per_seed))})
+  return out
