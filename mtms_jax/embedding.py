@@ -18,6 +18,7 @@ to its output (the gathered rows) instead of the tables.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -63,10 +64,35 @@ def make_layout(schema: FeatureSchema, num_components: int) -> TableLayout:
   return TableLayout(tuple(groups), num_components)
 
 
+INIT_CHUNK_ROWS = 1 << 16
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _fill_chunk(table: jax.Array, rng: jax.Array, chunk: jax.Array, stddev: float) -> jax.Array:
+  start = chunk * INIT_CHUNK_ROWS
+  values = stddev * jax.random.normal(jax.random.fold_in(rng, chunk),
+                                      (INIT_CHUNK_ROWS, table.shape[1]), table.dtype)
+  # The last chunk may overhang the table: keep the rows that fit.
+  rows = jnp.arange(INIT_CHUNK_ROWS) + start
+  return table.at[rows].set(values, mode="drop")
+
+
+def init_table(rng: jax.Array, num_rows: int, dim: int, stddev: float = 0.05) -> jax.Array:
+  """A Normal(0, stddev) (num_rows, dim) float32 table, drawn in chunks of rows in place.
+
+  Drawing a whole table at once peaks at about four times its size (the random bits and
+  their transforms); in chunks the peak is the table plus a few MB, whatever its size.
+  """
+  table = jnp.zeros((num_rows, dim), jnp.float32)
+  for chunk in range(-(-num_rows // INIT_CHUNK_ROWS)):
+    table = _fill_chunk(table, rng, jnp.int32(chunk), stddev)
+  return table
+
+
 def init_tables(rng: jax.Array, layout: TableLayout, stddev: float = 0.05) -> Tables:
-  """Normal(0, stddev) tables. Drawn one group at a time to bound peak memory."""
+  """Normal(0, stddev) tables, one `init_table` per group."""
   keys = jax.random.split(rng, len(layout.groups))
-  return {g.key: stddev * jax.random.normal(k, (layout.num_rows[g.key], g.dim), jnp.float32)
+  return {g.key: init_table(k, layout.num_rows[g.key], g.dim, stddev)
           for k, g in zip(keys, layout.groups)}
 
 
