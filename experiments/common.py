@@ -74,3 +74,41 @@ def shrink(config):
   config.batch_size = 64
   config.eval_batch_size = 512
   config.log_every = 1
+
+
+# The field's standard multi-task models (mtms_jax/models/joint.py) at their reference
+# sizes (embedding dim 16 comes from the data schema).
+JOINT_MODELS = {
+    "esmm": {"tower_hidden": (16, 8)},
+    "mmoe": {"num_experts": 8, "expert_hidden": (16,), "tower_hidden": (8,)},
+    "ple": {"num_levels": 1, "task_experts": 2, "shared_experts": 1, "expert_hidden": (16,),
+            "tower_hidden": (8,)},
+    "shared_bottom": {"bottom_hidden": (117,), "tower_hidden": (8,)},
+}
+
+
+def joint_sections(name):
+  """model, schedule and phases of a field-standard model trained in one joint phase.
+
+  ESMM keeps its own loss, ctr+ctcvr (paper Eq. 1); the others get the MTMS loss
+  ctr+cvr+ctcvr, so that a comparison with MTMS differs in architecture and procedure only.
+  """
+  if name not in JOINT_MODELS:
+    raise ValueError(f"unknown joint model {name!r}; known: {sorted(JOINT_MODELS)}")
+  loss = "ctr+ctcvr" if name == "esmm" else "ctr+cvr+ctcvr"
+  return {
+      "model": ml_collections.ConfigDict({"name": name, **JOINT_MODELS[name]}),
+      "schedule": ml_collections.ConfigDict({"order": ("joint",), "rounds_per_day": 1}),
+      "phases": ml_collections.ConfigDict({"joint": phase(loss, epochs=3.0,
+                                                          learning_rate=5e-3)}),
+  }
+
+
+def joint_config(name, arg=None) -> ml_collections.ConfigDict:
+  """base_config with the model, schedule and phases of `joint_sections(name)`."""
+  config = base_config()
+  for key, section in joint_sections(name).items():
+    config[key] = section
+  if "smoke" in parse_arg(arg):
+    shrink(config)
+  return config

@@ -1,0 +1,40 @@
+"""ESMM (Ma et al., SIGIR 2018), standalone: shared tables, a CTR and a CVR tower.
+
+The field's single-stage ESMM, as torch-rechub and PaddleRec ship it: both towers read the
+same embeddings of one shared table set (`joint.JointModel`), and training is joint, with
+the ESMM loss ctr+ctcvr (paper Eq. 1), so CVR is learned only as a factor of CTCVR over all
+impressions. (The paper's own ESMM rows are the MTMS model with model.sharing='tasks' and
+the alternating procedure; see experiments/esmm.py.)
+
+config.model: tower_hidden, hidden widths of each tower (reference (16, 8)); each tower
+ends in one logit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+from mtms_jax.models import joint
+from mtms_jax.models.layers import MLP
+
+
+class Network(nn.Module):
+  """Two towers on the same input: (B, I) -> ctr, cvr logits (B,)."""
+  tower_hidden: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    features = tuple(self.tower_hidden) + (1,)
+    return MLP(features, name="ctr")(x)[:, 0], MLP(features, name="cvr")(x)[:, 0]
+
+
+class Model(joint.JointModel):
+  """ESMM; see the module docstring."""
+
+  def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:
+    joint.check_widths(config, "tower_hidden", allow_empty=("tower_hidden",))
+    return Network(tuple(config.tower_hidden))

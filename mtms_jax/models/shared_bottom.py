@@ -1,0 +1,39 @@
+"""Shared-Bottom (Caruana 1997): one bottom MLP shared by the tasks, one tower per task.
+
+The hard-parameter-sharing baseline of the multi-task literature, on one shared table set,
+trained jointly (`joint.JointModel`).
+
+config.model: bottom_hidden, widths of the shared bottom (reference (117,), ReLU after each
+layer); tower_hidden, hidden widths of each task tower (reference (8,)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+from mtms_jax.models import joint
+from mtms_jax.models.layers import MLP
+
+
+class Network(nn.Module):
+  """(B, I) -> bottom (B, H) -> ctr and cvr towers -> logits (B,)."""
+  bottom_hidden: Sequence[int]
+  tower_hidden: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    h = nn.relu(MLP(tuple(self.bottom_hidden), name="bottom")(x))
+    features = tuple(self.tower_hidden) + (1,)
+    return MLP(features, name="ctr")(h)[:, 0], MLP(features, name="cvr")(h)[:, 0]
+
+
+class Model(joint.JointModel):
+  """Shared-Bottom; see the module docstring."""
+
+  def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:
+    joint.check_widths(config, "bottom_hidden", "tower_hidden", allow_empty=("tower_hidden",))
+    return Network(tuple(config.bottom_hidden), tuple(config.tower_hidden))
