@@ -67,26 +67,22 @@ def make_layout(schema: FeatureSchema, num_components: int) -> TableLayout:
 INIT_CHUNK_ROWS = 1 << 16
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def _fill_chunk(table: jax.Array, rng: jax.Array, chunk: jax.Array, stddev: float) -> jax.Array:
-  start = chunk * INIT_CHUNK_ROWS
-  values = stddev * jax.random.normal(jax.random.fold_in(rng, chunk),
-                                      (INIT_CHUNK_ROWS, table.shape[1]), table.dtype)
-  # The last chunk may overhang the table: keep the rows that fit.
-  rows = jnp.arange(INIT_CHUNK_ROWS) + start
-  return table.at[rows].set(values, mode="drop")
-
-
+@functools.partial(jax.jit, static_argnums=(1, 2))
 def init_table(rng: jax.Array, num_rows: int, dim: int, stddev: float = 0.05) -> jax.Array:
   """A Normal(0, stddev) (num_rows, dim) float32 table, drawn in chunks of rows in place.
 
   Drawing a whole table at once peaks at about four times its size (the random bits and
-  their transforms); in chunks the peak is the table plus a few MB, whatever its size.
+  their transforms); a loop over chunks updates the table in place, so the peak is the
+  table plus one chunk, whatever its size. The last chunk overlaps the one before it
+  rather than overhanging the table.
   """
-  table = jnp.zeros((num_rows, dim), jnp.float32)
-  for chunk in range(-(-num_rows // INIT_CHUNK_ROWS)):
-    table = _fill_chunk(table, rng, jnp.int32(chunk), stddev)
-  return table
+  chunk = min(INIT_CHUNK_ROWS, num_rows)
+
+  def fill(c, table):
+    values = stddev * jax.random.normal(jax.random.fold_in(rng, c), (chunk, dim), jnp.float32)
+    return jax.lax.dynamic_update_slice(table, values, (jnp.minimum(c * chunk, num_rows - chunk), 0))
+
+  return jax.lax.fori_loop(0, -(-num_rows // chunk), fill, jnp.zeros((num_rows, dim), jnp.float32))
 
 
 def init_tables(rng: jax.Array, layout: TableLayout, stddev: float = 0.05) -> Tables:
@@ -107,10 +103,18 @@ def row_index(layout: TableLayout, ids: jax.Array, components: jax.Array) -> dic
   """
   index = {}
   for g in layout.groups:
-    field_ids = ids[:, list(g.fields)] + jnp.asarray(g.offsets, jnp.int32)       # (B, F_g)
+    field_ids = _columns(ids, g.fields) + jnp.asarray(g.offsets, jnp.int32)      # (B, F_g)
     index[g.key] = (components[:, :, None] * g.rows_per_component
                     + field_ids[:, None, :]).astype(jnp.int32)
   return index
+
+
+def _columns(ids: jax.Array, fields: tuple[int, ...]) -> jax.Array:
+  # A run of consecutive fields (one dim for all fields, the usual case) is a slice; a
+  # list index would be a gather over the columns.
+  if fields == tuple(range(fields[0], fields[0] + len(fields))):
+    return ids[:, fields[0]:fields[0] + len(fields)]
+  return ids[:, list(fields)]
 
 
 def lookup(tables: Tables, index: dict[str, jax.Array]) -> dict[str, jax.Array]:

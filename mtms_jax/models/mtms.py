@@ -132,18 +132,21 @@ class Model:
     return self.layout.num_components
 
   def init(self, rng: jax.Array) -> dict:
-    rng_tables, rng_towers, rng_ranker = jax.random.split(rng, 3)
-    b = 1
-    scene = jnp.zeros((b,), jnp.int32)
-    x_tower = jnp.zeros((b, self._tower_width))
-    x_rank = jnp.zeros((b, self._ranking_width))
-    return {
-        "embedding": {
-            "tables": embedding.init_tables(rng_tables, self.layout),
-            "towers": self.towers.init(rng_towers, x_tower, x_tower, scene)["params"],
-        },
-        "ranking": self.ranker.init(rng_ranker, x_rank, scene)["params"],
-    }
+    rng_tables, rng_networks = jax.random.split(rng)
+    # Tables outside jit (init_tables fills them in place, chunk by chunk); the networks in
+    # one jit, which compiles once instead of once per parameter shape.
+    towers, ranking = jax.jit(self._init_networks)(rng_networks)
+    return {"embedding": {"tables": embedding.init_tables(rng_tables, self.layout),
+                          "towers": towers},
+            "ranking": ranking}
+
+  def _init_networks(self, rng: jax.Array):
+    rng_towers, rng_ranker = jax.random.split(rng)
+    scene = jnp.zeros((1,), jnp.int32)
+    x_tower = jnp.zeros((1, self._tower_width))
+    x_rank = jnp.zeros((1, self._ranking_width))
+    return (self.towers.init(rng_towers, x_tower, x_tower, scene)["params"],
+            self.ranker.init(rng_ranker, x_rank, scene)["params"])
 
   @property
   def _tower_width(self) -> int:
