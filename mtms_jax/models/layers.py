@@ -12,6 +12,43 @@ import jax.numpy as jnp
 ROUTES = ("auto", "all", "gather", "grouped")
 
 
+@jax.custom_vjp
+def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x @ kernel for x (B, I), kernel (I, H), with a weight gradient XLA:CPU computes fast.
+
+  Autodiff's weight gradient contracts the batch, the leading axis of both operands; XLA:CPU
+  runs that dot without its fast library kernel, several times slower than the forward
+  for narrow layers (I x H = 1280 x 32: 9.8 ms against 6.3 ms with this rule, 2048 rows).
+  Computing the (H, I) transpose instead takes the fast path; the barrier keeps XLA from
+  folding the final transpose back into the dot.
+  """
+  return x @ kernel
+
+
+def _matmul_fwd(x, kernel):
+  return x @ kernel, (x, kernel)
+
+
+def _matmul_bwd(residuals, dy):
+  x, kernel = residuals
+  kernel_t_grad = jax.lax.optimization_barrier(jnp.einsum("bi,bh->hi", x, dy))
+  return dy @ kernel.T, kernel_t_grad.T
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+class Dense(nn.Module):
+  """`nn.Dense` (same parameters: kernel (I, H), bias (H,)) through `matmul`, x (B, I)."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    return matmul(x, kernel) + bias
+
+
 class MLP(nn.Module):
   """Dense layers with ReLU between them; the last layer is linear."""
   features: Sequence[int]
@@ -19,7 +56,7 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, width in enumerate(self.features):
-      x = nn.Dense(width, name=f"dense{i}")(x)
+      x = Dense(width, name=f"dense{i}")(x)
       if i < len(self.features) - 1:
         x = nn.relu(x)
     return x
@@ -111,7 +148,7 @@ class SceneMLP(nn.Module):
     for i, (kernel, bias) in enumerate(layers):
       s, fan_in, fan_out = kernel.shape
       if i == 0:
-        y = x @ kernel.transpose(1, 0, 2).reshape(fan_in, s * fan_out)            # (B, S*H)
+        y = matmul(x, kernel.transpose(1, 0, 2).reshape(fan_in, s * fan_out))    # (B, S*H)
       else:     # x holds every scene's activations: (B, S, I) with per-scene kernels
         y = jnp.einsum("bsi,sih->bsh", x, kernel)
       x = self._activate(y.reshape(-1, s, fan_out) + bias, i)

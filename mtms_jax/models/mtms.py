@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mtms_jax import embedding
-from mtms_jax.models.layers import MLP, SceneMLP
+from mtms_jax.models.layers import MLP, Dense, SceneMLP
 from mtms_jax.schema import FeatureSchema
 
 TASKS = ("ctr", "cvr")
@@ -69,7 +69,7 @@ class RankingNetwork(nn.Module):
   def __call__(self, x, scene):
     scene_bias = self.param("scene_bias", nn.initializers.zeros,
                             (self.num_scenes, self.hidden[0]))
-    x = nn.relu(nn.Dense(self.hidden[0], name="input")(x) + scene_bias[scene])
+    x = nn.relu(Dense(self.hidden[0], name="input")(x) + scene_bias[scene])
     if len(self.hidden) > 1:
       x = nn.relu(MLP(tuple(self.hidden[1:]), name="mlp")(x))
     logits = SceneMLP(self.num_scenes, (len(TASKS),), name="head")(x, scene)
