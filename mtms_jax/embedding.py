@@ -6,10 +6,15 @@ per example.
 A component is a unit that owns an independent set of embedding tables: a (scene, task) pair
 in MTMS (paper Fig. 1), one scene in the shared-across-tasks variants, or the single shared
 component of ESMM-style models. The tables of all components and all fields of one dim are
-stacked in one array of shape (C * V, D), V the summed vocabulary of those fields, so that a
+stacked in one array of shape (V * C, D), V the summed vocabulary of those fields, so that a
 lookup for any mix of components and fields is ONE gather:
 
-  row = component * V + field_offset + id
+  row = (field_offset + id) * C + component
+
+Components are the fastest-varying index: the C rows of one id sit next to each other, so
+the components an example reads for an id (its scene's ctr and cvr; every component in the
+ranking phase) share cache lines' neighbourhood and memory pages instead of lying C table
+slices apart (each a page-table walk on a large table).
 
 `lookup` is the one place that reads tables; the sparse optimizers differentiate with respect
 to its output (the gathered rows) instead of the tables.
@@ -104,8 +109,8 @@ def row_index(layout: TableLayout, ids: jax.Array, components: jax.Array) -> dic
   index = {}
   for g in layout.groups:
     field_ids = _columns(ids, g.fields) + jnp.asarray(g.offsets, jnp.int32)      # (B, F_g)
-    index[g.key] = (components[:, :, None] * g.rows_per_component
-                    + field_ids[:, None, :]).astype(jnp.int32)
+    index[g.key] = (field_ids[:, None, :] * layout.num_components
+                    + components[:, :, None]).astype(jnp.int32)
   return index
 
 

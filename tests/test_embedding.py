@@ -21,7 +21,8 @@ def test_stacked_lookup_equals_per_table_lookup():
                                                       jnp.asarray(components)))
   # Reference: cut the stacked array into one table per (component, field) and index those.
   for group in layout.groups:
-    per_component = np.asarray(tables[group.key]).reshape(3, group.rows_per_component, -1)
+    per_component = np.asarray(tables[group.key]).reshape(group.rows_per_component, 3, -1)
+    per_component = per_component.transpose(1, 0, 2)        # (C, V, D): a table per component
     for b in range(6):
       for k in range(2):
         for j, (field, offset) in enumerate(zip(group.fields, group.offsets)):
