@@ -33,6 +33,10 @@ sweep: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
+# Training throughput per model on a generated workload; writes bench.json (README, Performance).
+bench: $(STAMP)
+	$(PY) -m mtms_jax.bench $(ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mtms_jax experiments tests
 

@@ -25,13 +25,21 @@ def synthetic_data(**overrides):
   return ml_collections.ConfigDict({"name": "synthetic", "kwargs": kwargs, "scenes": ()})
 
 
+# The row-wise table optimizer equal to each optax optimizer on the rows a batch touches
+# (mtms_jax/step.py); the others update whole tables ('dense').
+ROWWISE_EQUIVALENT = {"adam": "lazy_adam", "sgd": "sgd"}
+
+
 def phase(loss="ctr+cvr+ctcvr", epochs=1.0, learning_rate=3e-3, optimizer="adam"):
   return ml_collections.ConfigDict({
       "loss": loss,
       "loss_weights": {},
       "epochs": epochs,
       "steps": 0,                  # > 0 overrides epochs
-      "optimizer": {"name": optimizer, "learning_rate": learning_rate, "clip_norm": 0.0},
+      "optimizer": {"name": optimizer, "learning_rate": learning_rate, "clip_norm": 0.0,
+                    # dense | sgd | rowwise_adagrad | lazy_adam: how tables are updated
+                    "embedding": ROWWISE_EQUIVALENT.get(optimizer, "dense"),
+                    "embedding_learning_rate": 0.0},    # 0: learning_rate
   })
 
 
@@ -48,6 +56,8 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
       "tower_hidden": (32, 16),
       "ranking_hidden": (128, 64),
       "aggregation": "concat",       # concat | mean
+      # Ranking phase sources: () every component; (s1, ...) own scene's + scenes s1, ...
+      "ranking_scenes": (),
   })
   config.schedule = ml_collections.ConfigDict({
       "order": ("embedding", "ranking"),

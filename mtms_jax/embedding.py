@@ -6,10 +6,15 @@ per example.
 A component is a unit that owns an independent set of embedding tables: a (scene, task) pair
 in MTMS (paper Fig. 1), one scene in the shared-across-tasks variants, or the single shared
 component of ESMM-style models. The tables of all components and all fields of one dim are
-stacked in one array of shape (C * V, D), V the summed vocabulary of those fields, so that a
+stacked in one array of shape (V * C, D), V the summed vocabulary of those fields, so that a
 lookup for any mix of components and fields is ONE gather:
 
-  row = component * V + field_offset + id
+  row = (field_offset + id) * C + component
+
+Components are the fastest-varying index: the C rows of one id sit next to each other, so
+the components an example reads for an id (its scene's ctr and cvr; every component in the
+ranking phase) share cache lines' neighbourhood and memory pages instead of lying C table
+slices apart (each a page-table walk on a large table).
 
 `lookup` is the one place that reads tables; the sparse optimizers differentiate with respect
 to its output (the gathered rows) instead of the tables.
@@ -18,6 +23,7 @@ to its output (the gathered rows) instead of the tables.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -63,10 +69,31 @@ def make_layout(schema: FeatureSchema, num_components: int) -> TableLayout:
   return TableLayout(tuple(groups), num_components)
 
 
+INIT_CHUNK_ROWS = 1 << 16
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def init_table(rng: jax.Array, num_rows: int, dim: int, stddev: float = 0.05) -> jax.Array:
+  """A Normal(0, stddev) (num_rows, dim) float32 table, drawn in chunks of rows in place.
+
+  Drawing a whole table at once peaks at about four times its size (the random bits and
+  their transforms); a loop over chunks updates the table in place, so the peak is the
+  table plus one chunk, whatever its size. The last chunk overlaps the one before it
+  rather than overhanging the table.
+  """
+  chunk = min(INIT_CHUNK_ROWS, num_rows)
+
+  def fill(c, table):
+    values = stddev * jax.random.normal(jax.random.fold_in(rng, c), (chunk, dim), jnp.float32)
+    return jax.lax.dynamic_update_slice(table, values, (jnp.minimum(c * chunk, num_rows - chunk), 0))
+
+  return jax.lax.fori_loop(0, -(-num_rows // chunk), fill, jnp.zeros((num_rows, dim), jnp.float32))
+
+
 def init_tables(rng: jax.Array, layout: TableLayout, stddev: float = 0.05) -> Tables:
-  """Normal(0, stddev) tables. Drawn one group at a time to bound peak memory."""
+  """Normal(0, stddev) tables, one `init_table` per group."""
   keys = jax.random.split(rng, len(layout.groups))
-  return {g.key: stddev * jax.random.normal(k, (layout.num_rows[g.key], g.dim), jnp.float32)
+  return {g.key: init_table(k, layout.num_rows[g.key], g.dim, stddev)
           for k, g in zip(keys, layout.groups)}
 
 
@@ -81,10 +108,18 @@ def row_index(layout: TableLayout, ids: jax.Array, components: jax.Array) -> dic
   """
   index = {}
   for g in layout.groups:
-    field_ids = ids[:, list(g.fields)] + jnp.asarray(g.offsets, jnp.int32)       # (B, F_g)
-    index[g.key] = (components[:, :, None] * g.rows_per_component
-                    + field_ids[:, None, :]).astype(jnp.int32)
+    field_ids = _columns(ids, g.fields) + jnp.asarray(g.offsets, jnp.int32)      # (B, F_g)
+    index[g.key] = (field_ids[:, None, :] * layout.num_components
+                    + components[:, :, None]).astype(jnp.int32)
   return index
+
+
+def _columns(ids: jax.Array, fields: tuple[int, ...]) -> jax.Array:
+  # A run of consecutive fields (one dim for all fields, the usual case) is a slice; a
+  # list index would be a gather over the columns.
+  if fields == tuple(range(fields[0], fields[0] + len(fields))):
+    return ids[:, fields[0]:fields[0] + len(fields)]
+  return ids[:, list(fields)]
 
 
 def lookup(tables: Tables, index: dict[str, jax.Array]) -> dict[str, jax.Array]:

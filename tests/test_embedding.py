@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments import common
 from mtms_jax import embedding, models
@@ -20,7 +21,8 @@ def test_stacked_lookup_equals_per_table_lookup():
                                                       jnp.asarray(components)))
   # Reference: cut the stacked array into one table per (component, field) and index those.
   for group in layout.groups:
-    per_component = np.asarray(tables[group.key]).reshape(3, group.rows_per_component, -1)
+    per_component = np.asarray(tables[group.key]).reshape(group.rows_per_component, 3, -1)
+    per_component = per_component.transpose(1, 0, 2)        # (C, V, D): a table per component
     for b in range(6):
       for k in range(2):
         for j, (field, offset) in enumerate(zip(group.fields, group.offsets)):
@@ -40,3 +42,33 @@ def test_mtms_components_by_sharing(tiny_data):
     np.testing.assert_array_equal(model.components(scene, "embedding"), own)
     np.testing.assert_array_equal(model.components(scene, "ranking"),
                                   np.tile(np.arange(num), (3, 1)))
+
+
+def test_ranking_scenes_bound_the_components_read(tiny_data):
+  scene = jnp.array([0, 1, 1])
+  config = common.base_config().model
+  config.ranking_scenes = (1,)
+  model = models.get_model(tiny_data.schema, config)
+  # Own scene's (ctr, cvr) components, then scene 1's.
+  np.testing.assert_array_equal(model.components(scene, "ranking"),
+                                [[0, 1, 2, 3], [2, 3, 2, 3], [2, 3, 2, 3]])
+  assert model.num_ranking_sources == 4
+  config.sharing = "tasks"
+  model = models.get_model(tiny_data.schema, config)
+  np.testing.assert_array_equal(model.components(scene, "ranking"), [[0, 1], [1, 1], [1, 1]])
+  params = model.init(jax.random.key(0))
+  batch = {k: jnp.asarray(v[:8]) for k, v in tiny_data.columns.items()}
+  out = models.forward(model, params, batch, "ranking")
+  assert out["ctr_logit"].shape == (8,)
+  config.ranking_scenes = (2,)
+  with pytest.raises(ValueError, match="ranking_scenes"):
+    models.get_model(tiny_data.schema, config)
+
+
+def test_init_table_in_chunks_fills_every_row():
+  rows = embedding.INIT_CHUNK_ROWS + 1000           # a partial last chunk
+  table = np.asarray(embedding.init_table(jax.random.key(0), rows, 4, stddev=0.5))
+  assert table.shape == (rows, 4)
+  assert abs(table.std() - 0.5) < 0.01 and abs(table[-1000:].std() - 0.5) < 0.05
+  assert np.unique(table, axis=0).shape[0] == rows   # no chunk repeats another's draws
+  np.testing.assert_array_equal(table, embedding.init_table(jax.random.key(0), rows, 4, 0.5))

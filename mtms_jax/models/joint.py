@@ -35,9 +35,8 @@ class Experts(nn.Module):
   """E independent MLPs on the same input, weights stacked: (B, I) -> (B, E, H).
 
   One einsum per layer instead of a Python loop over experts; every layer (the last too) is
-  followed by a ReLU, as the experts of torch-rechub and FuxiCTR are. The first layer
-  contracts the shared input directly ('bi,eih'): broadcasting it to (B, E, I) first made
-  the step 10x slower on a CPU.
+  followed by a ReLU, as the experts of torch-rechub and FuxiCTR are. The first layer is one
+  (B, I) x (I, E * H) matmul: broadcasting the input to (B, E, I) first would copy it E times.
   """
   num_experts: int
   features: Sequence[int]
@@ -48,8 +47,12 @@ class Experts(nn.Module):
     for i, width in enumerate(self.features):
       kernel = self.param(f"kernel{i}", init, (self.num_experts, x.shape[-1], width))
       bias = self.param(f"bias{i}", nn.initializers.zeros, (self.num_experts, width))
-      spec = "bi,eih->beh" if i == 0 else "bei,eih->beh"
-      x = nn.relu(jnp.einsum(spec, x, kernel) + bias)
+      if i == 0:
+        y = x @ kernel.transpose(1, 0, 2).reshape(x.shape[-1], -1)
+        y = y.reshape(x.shape[0], self.num_experts, width)
+      else:
+        y = jnp.einsum("bei,eih->beh", x, kernel)
+      x = nn.relu(y + bias)
     return x
 
 
@@ -100,16 +103,17 @@ class JointModel(abc.ABC):
     return jnp.zeros((scene.shape[0], 1), jnp.int32)
 
   def init(self, rng: jax.Array) -> dict:
+    rng_tables, rng_network = jax.random.split(rng)
+    # The tables outside jit: init_tables fills them in place in chunks, which a traced
+    # function cannot (it held several table-sized buffers at once).
+    return {"embedding": {"tables": embedding.init_tables(rng_tables, self.layout)},
+            "ranking": jax.jit(self._init_network)(rng_network)}
+
+  def _init_network(self, rng: jax.Array) -> dict:
     # Jitted: run eagerly, every distinct parameter shape compiles its own initializer
     # (about a second each on a CPU, and the experts of MMoE and PLE have many); jitted,
     # they compile once.
-    return jax.jit(self._init)(rng)
-
-  def _init(self, rng: jax.Array) -> dict:
-    rng_tables, rng_network = jax.random.split(rng)
-    x = jnp.zeros((1, self.input_width))
-    return {"embedding": {"tables": embedding.init_tables(rng_tables, self.layout)},
-            "ranking": self.network.init(rng_network, x)["params"]}
+    return self.network.init(rng, jnp.zeros((1, self.input_width)))["params"]
 
   def apply(self, params, rows, batch, phase: str) -> dict[str, jax.Array]:
     if phase != "joint":

@@ -3,10 +3,50 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+ROUTES = ("auto", "all", "gather", "grouped")
+
+
+@jax.custom_vjp
+def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x @ kernel for x (B, I), kernel (I, H), with a weight gradient XLA:CPU computes fast.
+
+  Autodiff's weight gradient contracts the batch, the leading axis of both operands; XLA:CPU
+  runs that dot without its fast library kernel, several times slower than the forward
+  for narrow layers (I x H = 1280 x 32: 9.8 ms against 6.3 ms with this rule, 2048 rows).
+  Computing the (H, I) transpose instead takes the fast path; the barrier keeps XLA from
+  folding the final transpose back into the dot.
+  """
+  return x @ kernel
+
+
+def _matmul_fwd(x, kernel):
+  return x @ kernel, (x, kernel)
+
+
+def _matmul_bwd(residuals, dy):
+  x, kernel = residuals
+  kernel_t_grad = jax.lax.optimization_barrier(jnp.einsum("bi,bh->hi", x, dy))
+  return dy @ kernel.T, kernel_t_grad.T
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+class Dense(nn.Module):
+  """`nn.Dense` (same parameters: kernel (I, H), bias (H,)) through `matmul`, x (B, I)."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    return matmul(x, kernel) + bias
 
 
 class MLP(nn.Module):
@@ -16,32 +56,115 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, width in enumerate(self.features):
-      x = nn.Dense(width, name=f"dense{i}")(x)
+      x = Dense(width, name=f"dense{i}")(x)
       if i < len(self.features) - 1:
         x = nn.relu(x)
     return x
 
 
+class SceneGroups(NamedTuple):
+  """Examples laid out by scene in tiles of `tile` rows, every tile holding one scene.
+
+  slot: (B,) row of each example in the (num_tiles * tile) tiled layout; the other rows
+    are padding.
+  tile_scene: (num_tiles,) the scene of each tile (any scene for padding-only tiles).
+  """
+  slot: jax.Array
+  tile_scene: jax.Array
+  tile: int
+
+
+def group_by_scene(scene: jax.Array, num_scenes: int, tile: int) -> SceneGroups:
+  """Sorts examples by scene into tiles without a sort: counting positions per scene.
+
+  num_tiles = ceil(B / tile) + S bounds the tiles any batch needs (each scene's last tile
+  may be partial), so shapes are static; padding grows with S, not with the batch.
+  """
+  batch = scene.shape[0]
+  num_tiles = -(-batch // tile) + num_scenes
+  one_hot = jax.nn.one_hot(scene, num_scenes, dtype=jnp.int32)               # (B, S)
+  counts = one_hot.sum(axis=0)
+  # Rank of each example among the earlier examples of its scene.
+  rank = jnp.take_along_axis(jnp.cumsum(one_hot, axis=0), scene[:, None], axis=1)[:, 0] - 1
+  tiles = (counts + tile - 1) // tile
+  tile_end = jnp.cumsum(tiles)
+  slot = (tile_end - tiles)[scene] * tile + rank
+  tile_scene = jnp.searchsorted(tile_end, jnp.arange(num_tiles), side="right")
+  return SceneGroups(slot, jnp.minimum(tile_scene, num_scenes - 1), tile)
+
+
 class SceneMLP(nn.Module):
   """An MLP with its own weights per scene: example b goes through scene[b]'s weights.
 
-  Weights are stacked over scenes (kernel (S, I, H)) so there is no Python loop over scenes.
-  Every example is multiplied by every scene's weights and its own scene's result is kept:
-  S times the FLOPs of one MLP, the cheapest choice for a handful of scenes.
+  Weights are stacked over scenes (kernel (S, I, H)), and no route loops over scenes in
+  Python. How examples meet their scene's weights (`route`):
+    'all'      one matmul of every example with every scene's kernel, own scene kept:
+               S times the FLOPs of one MLP; the fastest for a few scenes.
+    'gather'   each example's kernels gathered, (B, I, H) a layer: for narrow layers only.
+    'grouped'  examples placed by scene into tiles (`group_by_scene`), one batched matmul
+               over the tiles a layer, the result gathered back: (B + S * tile) * I * H
+               FLOPs, about one MLP's when S * tile <= B, whatever S is.
+    'auto'     'all' for S <= `max_all_scenes`, else 'gather' when the widest layer has at
+               most `max_gather_weights` weights, else 'grouped'.
   """
   num_scenes: int
   features: Sequence[int]
   activate_last: bool = False
+  route: str = "auto"
+  tile: int = 16
+  max_all_scenes: int = 4
+  max_gather_weights: int = 1024
 
   @nn.compact
   def __call__(self, x: jax.Array, scene: jax.Array) -> jax.Array:
     """x (B, I), scene (B,) int -> (B, features[-1])."""
-    one_hot = jax.nn.one_hot(scene, self.num_scenes, dtype=x.dtype)            # (B, S)
-    init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-    for i, width in enumerate(self.features):
-      kernel = self.param(f"kernel{i}", init, (self.num_scenes, x.shape[-1], width))
-      bias = self.param(f"bias{i}", nn.initializers.zeros, (self.num_scenes, width))
-      x = jnp.einsum("bi,sih,bs->bh", x, kernel, one_hot) + one_hot @ bias
-      if i < len(self.features) - 1 or self.activate_last:
-        x = nn.relu(x)
+    widths = (x.shape[-1],) + tuple(self.features)
+    kernel_init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
+    layers = [(self.param(f"kernel{i}", kernel_init, (self.num_scenes, fan_in, fan_out)),
+               self.param(f"bias{i}", nn.initializers.zeros, (self.num_scenes, fan_out)))
+              for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]))]
+    route = self._route(widths)
+    if route == "all":
+      return self._all(x, scene, layers)
+    if route == "gather":
+      return self._gather(x, scene, layers)
+    if route == "grouped":
+      return self._grouped(x, scene, layers)
+    raise ValueError(f"SceneMLP route {self.route!r}; expected one of {ROUTES}")
+
+  def _route(self, widths) -> str:
+    if self.route != "auto":
+      return self.route
+    if self.num_scenes <= self.max_all_scenes:
+      return "all"
+    largest = max(a * b for a, b in zip(widths[:-1], widths[1:]))
+    return "gather" if largest <= self.max_gather_weights else "grouped"
+
+  def _activate(self, x, i):
+    return nn.relu(x) if i < len(self.features) - 1 or self.activate_last else x
+
+  def _all(self, x, scene, layers):
+    select = jax.nn.one_hot(scene, self.num_scenes, dtype=x.dtype)[:, :, None]   # (B, S, 1)
+    for i, (kernel, bias) in enumerate(layers):
+      s, fan_in, fan_out = kernel.shape
+      if i == 0:
+        y = matmul(x, kernel.transpose(1, 0, 2).reshape(fan_in, s * fan_out))    # (B, S*H)
+      else:     # x holds every scene's activations: (B, S, I) with per-scene kernels
+        y = jnp.einsum("bsi,sih->bsh", x, kernel)
+      x = self._activate(y.reshape(-1, s, fan_out) + bias, i)
+    return jnp.sum(x * select, axis=1)
+
+  def _gather(self, x, scene, layers):
+    for i, (kernel, bias) in enumerate(layers):
+      x = self._activate(jnp.einsum("bi,bih->bh", x, kernel[scene]) + bias[scene], i)
     return x
+
+  def _grouped(self, x, scene, layers):
+    groups = group_by_scene(scene, self.num_scenes, self.tile)
+    num_tiles = groups.tile_scene.shape[0]
+    tiled = jnp.zeros((num_tiles * self.tile, x.shape[-1]), x.dtype).at[groups.slot].set(x)
+    tiled = tiled.reshape(num_tiles, self.tile, -1)
+    for i, (kernel, bias) in enumerate(layers):
+      y = jnp.einsum("nti,nih->nth", tiled, kernel[groups.tile_scene])
+      tiled = self._activate(y + bias[groups.tile_scene][:, None, :], i)
+    return tiled.reshape(num_tiles * self.tile, -1)[groups.slot]

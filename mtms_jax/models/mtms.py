@@ -14,9 +14,17 @@ reads the ctr component, the CVR tower of (scene, cvr) the cvr component. Nothin
 scenes or tasks except through the CTCVR = CTR x CVR loss.
 
 Phase 'ranking' (Fig. 2c) trains params['ranking'] with the embeddings frozen. Each example
-looks up its ids in every component (B, C, F, D), the C component vectors are aggregated
-(config.aggregation: 'concat' -> C*W features, 'mean' -> W features, bounded in C), and an
-upper network shared across scenes, with one output head per scene, predicts CTR and CVR.
+looks up its ids in K source components (B, K, F, D), the K component vectors are aggregated
+(config.aggregation: 'concat' -> K*W features, 'mean' -> W features), and an upper network
+shared across scenes, with a learned input bias and an output head per scene, predicts CTR
+and CVR. The sources (config.ranking_scenes):
+  ()            every component, K = C: the paper's design; per-example cost grows with C.
+  (s1, s2, ...) the example's own scene's components, then those of scenes s1, s2, ... in
+                that order (the own scene's twice if it is listed): K = (1 + len) * C / S,
+                the same for every number of scenes. E.g. the few largest scenes, whose
+                embeddings are trained on the most data.
+Per example, nothing else grows with S either: the scene bias and the head are gathered
+(or, for a few scenes, computed for all scenes at once; see layers.SceneMLP).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mtms_jax import embedding
-from mtms_jax.models.layers import MLP, SceneMLP
+from mtms_jax.models.layers import MLP, Dense, SceneMLP
 from mtms_jax.schema import FeatureSchema
 
 TASKS = ("ctr", "cvr")
@@ -49,19 +57,28 @@ class Towers(nn.Module):
 
 
 class RankingNetwork(nn.Module):
-  """Upper network over aggregated embeddings: shared MLP, one (ctr, cvr) head per scene."""
+  """Upper network over aggregated embeddings: shared MLP, one (ctr, cvr) head per scene.
+
+  The scene enters as a learned bias of the first layer, gathered per example: the same
+  function as a one-hot scene input, without S input columns.
+  """
   num_scenes: int
   hidden: tuple[int, ...]
 
   @nn.compact
   def __call__(self, x, scene):
-    x = nn.relu(MLP(tuple(self.hidden), name="mlp")(x))
+    scene_bias = self.param("scene_bias", nn.initializers.zeros,
+                            (self.num_scenes, self.hidden[0]))
+    x = nn.relu(Dense(self.hidden[0], name="input")(x) + scene_bias[scene])
+    if len(self.hidden) > 1:
+      x = nn.relu(MLP(tuple(self.hidden[1:]), name="mlp")(x))
     logits = SceneMLP(self.num_scenes, (len(TASKS),), name="head")(x, scene)
     return logits[:, 0], logits[:, 1]
 
 
 class Model:
-  """See the module docstring. config: sharing, tower_hidden, ranking_hidden, aggregation."""
+  """See the module docstring. config: sharing, tower_hidden, ranking_hidden, aggregation,
+  ranking_scenes (optional, default ())."""
 
   phases = {"embedding": ("embedding",), "ranking": ("ranking",)}
   eval_phase = "ranking"
@@ -75,6 +92,10 @@ class Model:
     self.schema = schema
     self.config = config
     self.num_scenes = schema.num_scenes
+    self.ranking_scenes = tuple(config.get("ranking_scenes", ()))
+    if not all(0 <= s < self.num_scenes for s in self.ranking_scenes):
+      raise ValueError(f"config.model.ranking_scenes={self.ranking_scenes}: expected scene "
+                       f"indices in [0, {self.num_scenes})")
     num_components = {"none": self.num_scenes * len(TASKS), "tasks": self.num_scenes,
                       "all": 1}[config.sharing]
     self.layout = embedding.make_layout(schema, num_components)
@@ -89,25 +110,43 @@ class Model:
       return scene
     return jnp.zeros_like(scene)
 
+  def scene_components(self, scene: jax.Array) -> jax.Array:
+    """(B,) -> (B, C / S): the distinct components of each example's scene."""
+    per_scene = {"none": len(TASKS), "tasks": 1, "all": 1}[self.config.sharing]
+    return jnp.stack([self.component(scene, t) for t in range(per_scene)], axis=1)
+
   def components(self, scene: jax.Array, phase: str) -> jax.Array:
     if phase == "embedding":
       return jnp.stack([self.component(scene, t) for t in range(len(TASKS))], axis=1)
+    if self.ranking_scenes and self.config.sharing != "all":
+      sources = [scene] + [jnp.full_like(scene, s) for s in self.ranking_scenes]
+      return jnp.concatenate([self.scene_components(s) for s in sources], axis=1)
     num = self.layout.num_components
     return jnp.broadcast_to(jnp.arange(num, dtype=jnp.int32), (scene.shape[0], num))
 
+  @property
+  def num_ranking_sources(self) -> int:
+    """K, the components each example reads in the ranking phase."""
+    if self.ranking_scenes and self.config.sharing != "all":
+      return (1 + len(self.ranking_scenes)) * self.layout.num_components // self.num_scenes
+    return self.layout.num_components
+
   def init(self, rng: jax.Array) -> dict:
-    rng_tables, rng_towers, rng_ranker = jax.random.split(rng, 3)
-    b = 1
-    scene = jnp.zeros((b,), jnp.int32)
-    x_tower = jnp.zeros((b, self._tower_width))
-    x_rank = jnp.zeros((b, self._ranking_width))
-    return {
-        "embedding": {
-            "tables": embedding.init_tables(rng_tables, self.layout),
-            "towers": self.towers.init(rng_towers, x_tower, x_tower, scene)["params"],
-        },
-        "ranking": self.ranker.init(rng_ranker, x_rank, scene)["params"],
-    }
+    rng_tables, rng_networks = jax.random.split(rng)
+    # Tables outside jit (init_tables fills them in place, chunk by chunk); the networks in
+    # one jit, which compiles once instead of once per parameter shape.
+    towers, ranking = jax.jit(self._init_networks)(rng_networks)
+    return {"embedding": {"tables": embedding.init_tables(rng_tables, self.layout),
+                          "towers": towers},
+            "ranking": ranking}
+
+  def _init_networks(self, rng: jax.Array):
+    rng_towers, rng_ranker = jax.random.split(rng)
+    scene = jnp.zeros((1,), jnp.int32)
+    x_tower = jnp.zeros((1, self._tower_width))
+    x_rank = jnp.zeros((1, self._ranking_width))
+    return (self.towers.init(rng_towers, x_tower, x_tower, scene)["params"],
+            self.ranker.init(rng_ranker, x_rank, scene)["params"])
 
   @property
   def _tower_width(self) -> int:
@@ -115,8 +154,8 @@ class Model:
 
   @property
   def _ranking_width(self) -> int:
-    k = self.layout.num_components if self.config.aggregation == "concat" else 1
-    return k * self.layout.width + self.schema.num_dense + self.num_scenes
+    k = self.num_ranking_sources if self.config.aggregation == "concat" else 1
+    return k * self.layout.width + self.schema.num_dense
 
   def apply(self, params, rows, batch, phase: str) -> dict[str, jax.Array]:
     x = embedding.flatten_rows(rows)                                         # (B, K, W)
@@ -126,11 +165,10 @@ class Model:
       ctr, cvr = self.towers.apply({"params": params["embedding"]["towers"]}, *inputs, scene)
     elif phase == "ranking":
       if self.config.aggregation == "concat":
-        agg = x.reshape(x.shape[0], -1)                                     # (B, C * W)
+        agg = x.reshape(x.shape[0], -1)                                     # (B, K * W)
       else:
         agg = x.mean(axis=1)                                                # (B, W)
-      scene_one_hot = jax.nn.one_hot(scene, self.num_scenes, dtype=x.dtype)
-      inputs = jnp.concatenate([agg, batch["dense"], scene_one_hot], axis=-1)
+      inputs = jnp.concatenate([agg, batch["dense"]], axis=-1)
       ctr, cvr = self.ranker.apply({"params": params["ranking"]}, inputs, scene)
     else:
       raise ValueError(f"phase {phase!r}; MTMS has phases {tuple(self.phases)}")

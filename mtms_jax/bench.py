@@ -1,0 +1,303 @@
+r"""Training throughput on a generated workload shaped like Ali-CCP.
+
+  make bench                                   # every model, default workload -> bench.json
+  make bench ARGS="--models esmm,mtms_embedding --windows 9"
+  python -m mtms_jax.bench --scenes 100 --vocab 20000 --models mtms_embedding,mtms_ranking
+
+Default workload: 1,000,000 rows, 2 scenes (about 60/40), 20 sparse fields of 100,000 ids,
+ids Zipf-distributed (exponent 1.1: a batch of 2048 touches about 17k distinct rows of its
+40,960 lookups), clicks about 4%, conversions about 5% of clicks; embedding dim 16, batch
+2048. Labels depend weakly on a few fields, so the loss falls while the bench runs.
+
+Per model it prints training examples/s, the median over timed windows after warm-up, for
+  steps   the jitted update alone, cycling over batches already on the device, and
+  e2e     end to end: batches from the grain pipeline of training (`data.pipeline`),
+          host to device transfer included,
+the compile time of the update, and the process's peak RSS. Each model runs in its own
+process, so peak RSS is that model's. jax's default backend runs everything: on a machine
+with a GPU the same command measures the GPU.
+
+Models are `mtms_jax.models.<name>` modules, configured in BENCH_MODELS; one whose module is
+missing is reported as such and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from scipy import optimize, special
+
+from mtms_jax import models, step as step_lib
+from mtms_jax.data import Dataset, as_columns, pipeline
+from mtms_jax.schema import FeatureSchema, SparseField
+
+
+# ----------------------------------------------------------------------------------------
+# Workload
+# ----------------------------------------------------------------------------------------
+def scene_weights(num_scenes: int) -> np.ndarray:
+  """(1 + s) ** -log2(1.5): 60/40 for two scenes, a few big scenes and a long tail for many."""
+  return (1.0 + np.arange(num_scenes)) ** -np.log2(1.5)
+
+
+def zipf_ids(rng: np.random.Generator, vocab: int, n: int, exponent: float) -> np.ndarray:
+  """n ids whose popularity ranks are Zipf(exponent) over [0, vocab), ranks scattered."""
+  cdf = np.cumsum(np.arange(1, vocab + 1, dtype=np.float64) ** -exponent)
+  ranks = np.searchsorted(cdf, rng.random(n) * cdf[-1])
+  # A random bijection, so popular rows do not sit next to each other in the table.
+  return rng.permutation(vocab).astype(np.int32)[np.minimum(ranks, vocab - 1)]
+
+
+def _labels(rng, ids, columns_for_signal, rate, weights=None):
+  """Bernoulli labels at mean `rate`, their logit a random effect of a few id columns."""
+  logit = np.zeros(len(ids))
+  for j in columns_for_signal:
+    effect = rng.standard_normal(int(ids[:, j].max()) + 1)
+    logit += 0.7 * effect[ids[:, j]]
+  bias = optimize.brentq(
+      lambda b: np.average(special.expit(logit + b), weights=weights) - rate, -50, 50)
+  p = special.expit(logit + bias)
+  return rng.random(len(ids)) < p, p
+
+
+def make_workload(num_rows: int = 1_000_000, num_scenes: int = 2, num_fields: int = 20,
+                  vocab: int = 100_000, zipf: float = 1.1, dim: int = 16,
+                  click_rate: float = 0.04, conversion_rate: float = 0.05,
+                  seed: int = 0) -> Dataset:
+  rng = np.random.default_rng(seed)
+  ids = np.empty((num_rows, num_fields), np.int32)
+  for j in range(num_fields):      # one column at a time bounds the float64 temporaries
+    ids[:, j] = zipf_ids(rng, vocab, num_rows, zipf)
+  w = scene_weights(num_scenes)
+  scene = rng.choice(num_scenes, size=num_rows, p=w / w.sum())
+  click, p_click = _labels(rng, ids, (0, 1), click_rate)
+  convert, _ = _labels(rng, ids, (2, 3), conversion_rate, weights=p_click)
+  schema = FeatureSchema(sparse=tuple(SparseField(f"f{j}", vocab, dim) for j in range(num_fields)),
+                         scenes=tuple(f"scene{s}" for s in range(num_scenes)))
+  columns = as_columns({"ids": ids, "dense": np.zeros((num_rows, 0), np.float32),
+                        "scene": scene, "click": click, "conversion": click & convert,
+                        "day": np.zeros(num_rows)})
+  return Dataset(columns, schema, name="bench")
+
+
+# ----------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class BenchModel:
+  """A model config (config.model), the phase timed, its loss, and the target examples/s."""
+  model: dict
+  phase: str
+  loss: str
+  target: float
+
+
+# MTMS at the baselines' scale: ESMM's towers per (scene, task); a ranking net whose first
+# layer (4 components x 320 inputs -> 32) has about Shared-Bottom's first-layer weights.
+MTMS = {"name": "mtms", "sharing": "none", "tower_hidden": (16, 8), "ranking_hidden": (32, 16),
+        "aggregation": "concat", "ranking_scenes": ()}
+
+# Reference sizes of the issue (and of experiments/common.JOINT_MODELS); the joint models
+# train tables and network together, ESMM on its own loss, the others on MTMS's.
+BENCH_MODELS = {
+    "esmm": BenchModel({"name": "esmm", "tower_hidden": (16, 8)}, "joint", "ctr+ctcvr",
+                       200_000),
+    "mmoe": BenchModel({"name": "mmoe", "num_experts": 8, "expert_hidden": (16,),
+                        "tower_hidden": (8,)}, "joint", "ctr+cvr+ctcvr", 120_000),
+    "ple": BenchModel({"name": "ple", "num_levels": 1, "task_experts": 2, "shared_experts": 1,
+                       "expert_hidden": (16,), "tower_hidden": (8,)}, "joint", "ctr+cvr+ctcvr",
+                      120_000),
+    "shared_bottom": BenchModel({"name": "shared_bottom", "bottom_hidden": (117,),
+                                 "tower_hidden": (8,)}, "joint", "ctr+cvr+ctcvr", 120_000),
+    "mtms_embedding": BenchModel(MTMS, "embedding", "ctr+cvr+ctcvr", 130_000),
+    "mtms_ranking": BenchModel(MTMS, "ranking", "ctr+cvr+ctcvr", 150_000),
+}
+
+
+def model_config(spec: BenchModel, args) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict(dict(spec.model))
+  if spec.model["name"] == "mtms" and args.ranking_scenes:
+    config.ranking_scenes = tuple(int(s) for s in args.ranking_scenes.split(","))
+  return config
+
+
+def phase_config(spec: BenchModel, args) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      "loss": spec.loss,
+      "loss_weights": {},
+      "optimizer": {"name": "adam", "learning_rate": 1e-3, "clip_norm": 0.0,
+                    "embedding": args.embedding_optimizer,
+                    "embedding_learning_rate": args.embedding_learning_rate},
+  })
+
+
+# ----------------------------------------------------------------------------------------
+# Timing (one model, in a worker process)
+# ----------------------------------------------------------------------------------------
+def timed_windows(step, state, next_batch, warmup: int, windows: int, steps: int, batch_size):
+  """Examples/s of each window of `steps` updates after `warmup`; returns (rates, state)."""
+  for _ in range(warmup):
+    state, measurements = step(state, next_batch())
+  jax.block_until_ready(state)
+  rates = []
+  for _ in range(windows):
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, measurements = step(state, next_batch())
+    jax.block_until_ready(state)
+    rates.append(steps * batch_size / (time.perf_counter() - start))
+  return rates, state, float(measurements["loss"])
+
+
+def run_model(name: str, args) -> dict:
+  spec = BENCH_MODELS[name]
+  data = make_workload(args.rows, args.scenes, args.fields, args.vocab, args.zipf, args.dim,
+                       seed=args.seed)
+  config = model_config(spec, args)
+  try:
+    model = models.get_model(data.schema, config)
+  except ValueError as e:
+    if "no module" not in str(e):
+      raise
+    return {"model": name, "skipped": str(e)}
+  pconfig = phase_config(spec, args)
+  params = model.init(jax.random.key(args.seed))
+  tx = step_lib.make_phase_optimizer(pconfig.optimizer, params, model.phases[spec.phase])
+  state = step_lib.init_state(params, {spec.phase: tx})
+  del params
+  update = step_lib.make_update_fn(model, tx, spec.phase, pconfig)
+
+  total = args.warmup + args.windows * args.window_steps
+  batches = pipeline.train_iterator(data.columns, args.batch, 2 * total + args.staged,
+                                    seed=args.seed)
+  staged = [jax.device_put(next(batches)) for _ in range(args.staged)]
+  start = time.perf_counter()
+  compiled = update.lower(state, staged[0]).compile()
+  compile_s = time.perf_counter() - start
+
+  cycle = iter(range(10**12))
+  step_rates, state, loss_steps = timed_windows(
+      compiled, state, lambda: staged[next(cycle) % len(staged)], args.warmup, args.windows,
+      args.window_steps, args.batch)
+  e2e_rates, state, loss_e2e = timed_windows(
+      compiled, state, lambda: next(batches), args.warmup, args.windows, args.window_steps,
+      args.batch)
+  steps = statistics.median(step_rates)
+  e2e = statistics.median(e2e_rates)
+  return {
+      "model": name, "phase": spec.phase, "config": config.to_dict(),
+      "steps_examples_per_s": steps, "e2e_examples_per_s": e2e,
+      "steps_windows": step_rates, "e2e_windows": e2e_rates,
+      "compile_s": compile_s,
+      "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+      "loss_after_steps": loss_steps, "loss_after_e2e": loss_e2e,
+      "target_examples_per_s": spec.target,
+      "load_avg": os.getloadavg(),
+      "num_components": model.layout.num_components,
+      "table_rows": model.layout.num_rows,
+  }
+
+
+# ----------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(prog="python -m mtms_jax.bench", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--models", default=",".join(BENCH_MODELS),
+                 help=f"comma-separated, from {list(BENCH_MODELS)}")
+  p.add_argument("--rows", type=int, default=1_000_000)
+  p.add_argument("--scenes", type=int, default=2)
+  p.add_argument("--fields", type=int, default=20)
+  p.add_argument("--vocab", type=int, default=100_000, help="ids (rows) per field")
+  p.add_argument("--zipf", type=float, default=1.1)
+  p.add_argument("--dim", type=int, default=16)
+  p.add_argument("--batch", type=int, default=2048)
+  p.add_argument("--embedding_optimizer", default="rowwise_adagrad",
+                 choices=step_lib.EMBEDDING_OPTIMIZERS)
+  p.add_argument("--embedding_learning_rate", type=float, default=0.05)
+  p.add_argument("--ranking_scenes", default="",
+                 help="MTMS ranking phase reads its own scene's components plus these "
+                      "scenes' (comma-separated indices); empty reads every component")
+  p.add_argument("--warmup", type=int, default=10)
+  p.add_argument("--windows", type=int, default=7)
+  p.add_argument("--window_steps", type=int, default=30)
+  p.add_argument("--staged", type=int, default=16, help="device batches cycled by 'steps'")
+  p.add_argument("--malloc_tunables", default="glibc.malloc.hugetlb=1",
+                 help="GLIBC_TUNABLES of the workers; the default backs large tables with "
+                      "transparent huge pages (fewer TLB misses in random row access); "
+                      "'' for glibc's defaults")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", default="bench.json")
+  p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  return p.parse_args(argv)
+
+
+def run_worker(name: str, argv: list[str], args) -> dict:
+  """Runs one model in a fresh process; its last stdout line is the result as JSON."""
+  env = dict(os.environ)
+  tunables = [t for t in (env.get("GLIBC_TUNABLES"), args.malloc_tunables) if t]
+  if tunables:
+    env["GLIBC_TUNABLES"] = ":".join(tunables)
+  proc = subprocess.run([sys.executable, "-m", "mtms_jax.bench", *argv, "--worker", name],
+                        stdout=subprocess.PIPE, text=True, env=env)
+  if proc.returncode != 0:
+    return {"model": name, "failed": f"exit status {proc.returncode}"}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def format_table(results: list[dict]) -> str:
+  lines = ["| model | phase | steps ex/s | e2e ex/s | e2e/steps | compile s | peak RSS GiB "
+           "| target | load |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for r in results:
+    if "steps_examples_per_s" not in r:
+      lines.append(f"| {r['model']} | {r.get('skipped') or r.get('failed')} |||||||")
+      continue
+    steps, e2e, target = r["steps_examples_per_s"], r["e2e_examples_per_s"], r[
+        "target_examples_per_s"]
+    met = "met" if steps >= target else "missed"
+    lines.append(f"| {r['model']} | {r['phase']} | {steps / 1e3:.1f}k | {e2e / 1e3:.1f}k | "
+                 f"{e2e / steps:.2f} | {r['compile_s']:.1f} | {r['peak_rss_gib']:.2f} | "
+                 f"{target / 1e3:.0f}k {met} | {r['load_avg'][0]:.2f} |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  args = parse_args(argv)
+  if args.worker:
+    print(json.dumps(run_model(args.worker, args)))
+    return
+  names = [n for n in args.models.split(",") if n]
+  unknown = sorted(set(names) - set(BENCH_MODELS))
+  if unknown:
+    raise SystemExit(f"--models: unknown {unknown}; known {list(BENCH_MODELS)}")
+  results = []
+  for name in names:
+    print(f"{name} ...", file=sys.stderr, flush=True)
+    results.append(run_worker(name, argv, args))
+  report = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+            "jax": jax.__version__, "cpu_count": os.cpu_count(), "args": vars(args),
+            "results": results}
+  with open(args.out, "w") as f:
+    json.dump(report, f, indent=2)
+  print(f"backend {report['backend']}, {args.rows} rows, {args.scenes} scenes, {args.fields} "
+        f"fields x {args.vocab} ids, batch {args.batch}, embedding optimizer "
+        f"{args.embedding_optimizer}")
+  print(format_table(results))
+
+
+if __name__ == "__main__":
+  main()
