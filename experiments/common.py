@@ -214,6 +214,10 @@ def compare_config(arg, make_rows, **compare) -> ml_collections.ConfigDict:
   config.seed = 0
   config.eval_batch_size = 8192
   config.log_every = 100
+  # Every (row, seed) run is an ordinary run: checkpointed and resumable like any other.
+  base = base_config()
+  for key in ("init_from", "init_load", "checkpoint", "sweep"):
+    config[key] = base[key]
   rows = make_rows(focus)
   # ConfigDict sorts its keys, so the table's row order is kept apart.
   config.compare = ml_collections.ConfigDict({"rows": rows, "order": tuple(rows), "seeds": 5,
@@ -225,6 +229,7 @@ def compare_config(arg, make_rows, **compare) -> ml_collections.ConfigDict:
       for phase_config in row.phases.values():
         phase_config.steps = 3
     config.compare.seeds = 2
+    config.checkpoint.every_steps = 4
     config.batch_size = 64
     config.eval_batch_size = 512
     config.log_every = 1
