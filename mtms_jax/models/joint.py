@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mtms_jax import embedding
+from mtms_jax.models import layers
 from mtms_jax.schema import FeatureSchema
 
 
@@ -48,7 +49,7 @@ class Experts(nn.Module):
       kernel = self.param(f"kernel{i}", init, (self.num_experts, x.shape[-1], width))
       bias = self.param(f"bias{i}", nn.initializers.zeros, (self.num_experts, width))
       if i == 0:
-        y = x @ kernel.transpose(1, 0, 2).reshape(x.shape[-1], -1)
+        y = layers.matmul(x, kernel.transpose(1, 0, 2).reshape(x.shape[-1], -1))
         y = y.reshape(x.shape[0], self.num_experts, width)
       else:
         y = jnp.einsum("bei,eih->beh", x, kernel)
@@ -62,7 +63,7 @@ class Gate(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, experts: jax.Array) -> jax.Array:
-    weights = nn.softmax(nn.Dense(self.num_experts, name="logits")(x))       # (B, E)
+    weights = nn.softmax(layers.Dense(self.num_experts, name="logits")(x))   # (B, E)
     return jnp.einsum("be,beh->bh", weights, experts)
 
 
