@@ -11,6 +11,10 @@ ARGS ?=
 WORKDIR := checkpoints/$(NAME)$(if $(RUN),/$(RUN),)
 # ARG goes to the experiment's get_config(ARG), e.g. ARG=smoke.
 CONFIG := experiments/$(NAME).py$(if $(ARG),:$(ARG),)
+# glibc malloc for training: transparent huge pages for the tables (= mtms_jax.bench.
+# MALLOC_TUNABLES, which says why).
+MALLOC_TUNABLES := glibc.malloc.hugetlb=1
+TRAIN_ENV := GLIBC_TUNABLES=$(MALLOC_TUNABLES)
 
 .PHONY: setup experiment test lint bench sweep clean
 
@@ -23,19 +27,19 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 experiment: $(STAMP)
-	$(PY) -m mtms_jax.main --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
+	$(TRAIN_ENV) $(PY) -m mtms_jax.main --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
 
 # Every point of the experiment's get_hyper in checkpoints/NAME/sweep/<point>/, then the
 # sweep table (sweep.csv, sweep.md, sweep.png) there. Rerun to finish an interrupted sweep.
 sweep: $(STAMP)
-	$(PY) -m mtms_jax.sweep --config $(CONFIG) --workdir checkpoints/$(NAME)/sweep $(ARGS)
+	$(TRAIN_ENV) $(PY) -m mtms_jax.sweep --config $(CONFIG) --workdir checkpoints/$(NAME)/sweep $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
 # Training throughput per model on a generated workload; writes bench.json (README, Performance).
 bench: $(STAMP)
-	$(PY) -m mtms_jax.bench $(ARGS)
+	$(TRAIN_ENV) $(PY) -m mtms_jax.bench $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mtms_jax experiments tests

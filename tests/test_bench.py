@@ -1,6 +1,7 @@
 """The benchmark's workload and its plumbing; timings are printed, never asserted."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,16 +36,38 @@ def test_every_model_runs(name):
   assert np.isfinite(result["loss_after_e2e"])
 
 
-def test_ranking_scenes_reach_the_mtms_model():
-  args = bench.parse_args(TINY + ["--ranking_scenes", "0,1"])
-  assert bench.model_config(bench.BENCH_MODELS["mtms_ranking"], args).ranking_scenes == (0, 1)
-  assert "ranking_scenes" not in bench.model_config(bench.BENCH_MODELS["esmm"], args)
+def test_mtms_options_reach_the_mtms_model_only():
+  args = bench.parse_args(TINY + ["--ranking_scenes", "0,1", "--tower_hidden", ""])
+  config = bench.model_config(bench.BENCH_MODELS["mtms_ranking"], args)
+  assert config.ranking_scenes == (0, 1) and config.tower_hidden == ()
+  esmm = bench.model_config(bench.BENCH_MODELS["esmm"], args)
+  assert "ranking_scenes" not in esmm and esmm.tower_hidden == (16, 8)
+  default = bench.parse_args(TINY)
+  assert bench.model_config(bench.BENCH_MODELS["mtms_embedding"], default).tower_hidden == (16, 8)
+
+
+def test_repeats_report_the_median_and_range():
+  runs = [{"model": "m", "steps_examples_per_s": v, "e2e_examples_per_s": 2 * v,
+           "compile_s": c, "peak_rss_gib": rss, "load_avg": [load, 0, 0]}
+          for v, c, rss, load in [(300, 1.0, 0.5, 1.0), (100, 3.0, 0.7, 0.2), (200, 2.0, 0.6, 0.5)]]
+  result = bench.median_of_repeats(runs)
+  assert result["steps_examples_per_s"] == 200 and result["steps_examples_range"] == (100, 300)
+  assert result["e2e_examples_per_s"] == 400 and result["e2e_examples_range"] == (200, 600)
+  assert result["compile_s"] == 2.0 and result["peak_rss_gib"] == 0.7 and result["load_avg"] == 1.0
+  assert bench.median_of_repeats([runs[0], {"model": "m", "failed": "exit status 1"}]) == {
+      "model": "m", "failed": "exit status 1"}
 
 
 def test_main_writes_json_and_table(tmp_path, capsys):
   out = tmp_path / "bench.json"
-  bench.main(TINY + ["--models", "esmm", "--out", str(out)])
+  bench.main(TINY + ["--models", "esmm", "--repeats", "2", "--out", str(out)])
   report = json.loads(out.read_text())
   assert [r["model"] for r in report["results"]] == ["esmm"]
+  assert len(report["results"][0]["repeats"]) == 2
   assert "steps_examples_per_s" in report["results"][0]
   assert "| esmm | joint |" in capsys.readouterr().out
+
+
+def test_makefile_sets_the_bench_malloc_tunables():
+  makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+  assert f"MALLOC_TUNABLES := {bench.MALLOC_TUNABLES}\n" in makefile

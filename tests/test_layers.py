@@ -65,3 +65,11 @@ def test_group_by_scene_places_each_scene_in_its_own_tiles():
   tile_of = slot // 2
   np.testing.assert_array_equal(np.asarray(groups.tile_scene)[tile_of], scene)
   assert groups.tile_scene.shape == (-(-9 // 2) + 4,)              # static bound
+
+
+def test_auto_tile_keeps_padding_near_a_third_of_the_batch():
+  assert layers.auto_tile(2048, 10) == 64           # 2048 / 30 = 68 -> 64
+  assert layers.auto_tile(2048, 30) == 16           # 22 -> 16
+  assert layers.auto_tile(2048, 100) == 16          # 6 -> the floor, 16
+  assert layers.auto_tile(2048, 5) == 64            # 136 -> the ceiling, 64
+  assert layers.auto_tile(8, 3) == 16

@@ -125,7 +125,8 @@ class SceneMLP(nn.Module):
     'gather'   each example's kernels gathered, (B, I, H) a layer: for narrow layers only.
     'grouped'  examples placed by scene into tiles (`group_by_scene`), one batched matmul
                over the tiles a layer, the result gathered back: (B + S * tile) * I * H
-               FLOPs, about one MLP's when S * tile <= B, whatever S is.
+               FLOPs, about one MLP's when S * tile <= B, whatever S is. `tile` None picks
+               `auto_tile(B, S)`.
     'auto'     'all' for S <= `max_all_scenes`, else 'gather' when the widest layer has at
                most `max_gather_weights` weights, else 'grouped'.
   """
@@ -133,7 +134,7 @@ class SceneMLP(nn.Module):
   features: Sequence[int]
   activate_last: bool = False
   route: str = "auto"
-  tile: int = 16
+  tile: int | None = None
   max_all_scenes: int = 4
   max_gather_weights: int = 1024
 
@@ -182,13 +183,24 @@ class SceneMLP(nn.Module):
     return x
 
   def _grouped(self, x, scene, layers):
-    groups = group_by_scene(scene, self.num_scenes, self.tile)
+    tile = self.tile or auto_tile(x.shape[0], self.num_scenes)
+    groups = group_by_scene(scene, self.num_scenes, tile)
     num_tiles = groups.tile_scene.shape[0]
     # Slots are distinct: saying so spares the scatter and its gradient duplicate handling.
-    tiled = jnp.zeros((num_tiles * self.tile, x.shape[-1]), x.dtype).at[groups.slot].set(
+    tiled = jnp.zeros((num_tiles * tile, x.shape[-1]), x.dtype).at[groups.slot].set(
         x, unique_indices=True)
-    tiled = tiled.reshape(num_tiles, self.tile, -1)
+    tiled = tiled.reshape(num_tiles, tile, -1)
     for i, (kernel, bias) in enumerate(layers):
       y = tile_matmul(tiled, kernel[groups.tile_scene])
       tiled = self._activate(y + bias[groups.tile_scene][:, None, :], i)
-    return tiled.reshape(num_tiles * self.tile, -1).at[groups.slot].get(unique_indices=True)
+    return tiled.reshape(num_tiles * tile, -1).at[groups.slot].get(unique_indices=True)
+
+
+def auto_tile(batch: int, num_scenes: int) -> int:
+  """Rows a tile for `batch` examples over `num_scenes` scenes: a power of two in [16, 64]
+  near batch / (3 * num_scenes), so the padding (up to a tile a scene) stays about a third
+  of the batch. Bigger tiles make bigger, faster matmuls on a CPU: one (320, 16, 8) tower's
+  forward and backward on 2048 rows over 10 scenes took 2.5 ms with 64-row tiles, 3.3-3.9 ms
+  with 16; over 100 scenes 16-row tiles beat 8-row ones (4.7 against 10.5 ms)."""
+  target = max(batch // (3 * num_scenes), 1)
+  return int(min(max(1 << (target.bit_length() - 1), 16), 64))
