@@ -16,9 +16,13 @@ CONFIG := experiments/$(NAME).py$(if $(ARG),:$(ARG),)
 MALLOC_TUNABLES := glibc.malloc.hugetlb=1
 TRAIN_ENV := GLIBC_TUNABLES=$(MALLOC_TUNABLES)
 
+# Native CPU kernels (mtms_jax/kernels), compiled for this machine. Without a C++ compiler
+# the build warns and the models use their XLA routes (mtms_jax.kernels.available()).
+KERNELS := mtms_jax/kernels/_build/libscene_matmul.so
+
 .PHONY: setup experiment test lint bench sweep clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(KERNELS)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,23 +30,26 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-experiment: $(STAMP)
+$(KERNELS): mtms_jax/kernels/scene_matmul.cc $(STAMP)
+	$(PY) -m mtms_jax.kernels || echo "WARNING: native kernels not built; using XLA routes"
+
+experiment: $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.main --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
 
 # Every point of the experiment's get_hyper in checkpoints/NAME/sweep/<point>/, then the
 # sweep table (sweep.csv, sweep.md, sweep.png) there. Rerun to finish an interrupted sweep.
-sweep: $(STAMP)
+sweep: $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.sweep --config $(CONFIG) --workdir checkpoints/$(NAME)/sweep $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(KERNELS)
 	$(PY) -m pytest tests $(ARGS)
 
 # Training throughput per model on a generated workload; writes bench.json (README, Performance).
-bench: $(STAMP)
+bench: $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.bench $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mtms_jax experiments tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache mtms_jax/kernels/_build

@@ -53,6 +53,7 @@ def test_repeats_report_the_median_and_range():
   result = bench.median_of_repeats(runs)
   assert result["steps_examples_per_s"] == 200 and result["steps_examples_range"] == (100, 300)
   assert result["e2e_examples_per_s"] == 400 and result["e2e_examples_range"] == (200, 600)
+  assert result["e2e_over_steps"] == 2.0
   assert result["compile_s"] == 2.0 and result["peak_rss_gib"] == 0.7 and result["load_avg"] == 1.0
   assert bench.median_of_repeats([runs[0], {"model": "m", "failed": "exit status 1"}]) == {
       "model": "m", "failed": "exit status 1"}

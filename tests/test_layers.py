@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mtms_jax import kernels
 from mtms_jax.models import layers
 
 FEATURES = (6, 3, 2)
@@ -34,8 +35,10 @@ def _reference(params, x, scene):
 
 
 @pytest.mark.parametrize("num_scenes", [1, 3, 11])
-@pytest.mark.parametrize("route", ["all", "gather", "grouped"])
+@pytest.mark.parametrize("route", ["all", "gather", "grouped", "kernel"])
 def test_routes_match_per_example_reference(num_scenes, route):
+  if route == "kernel" and not kernels.available():
+    pytest.skip("native kernels not built (make setup builds them)")
   x, scene = _inputs(num_scenes)
   mlp = layers.SceneMLP(num_scenes, FEATURES, route=route, tile=4)
   params = mlp.init(jax.random.key(1), x, scene)
@@ -51,7 +54,11 @@ def test_routes_match_per_example_reference(num_scenes, route):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, want)
 
 
-def test_auto_route_by_scenes_and_width():
+def test_auto_route_by_scenes_and_width(monkeypatch):
+  monkeypatch.setattr(kernels, "available", lambda: True)
+  assert layers.SceneMLP(2, (16,))._route((320, 16)) == "kernel"
+  assert layers.SceneMLP(100, (16, 1))._route((320, 16, 1)) == "kernel"
+  monkeypatch.setattr(kernels, "available", lambda: False)
   assert layers.SceneMLP(4, (16,))._route((320, 16)) == "all"
   assert layers.SceneMLP(100, (2,))._route((32, 2)) == "gather"
   assert layers.SceneMLP(100, (16, 1))._route((320, 16, 1)) == "grouped"
