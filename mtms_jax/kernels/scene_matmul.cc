@@ -19,7 +19,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <tuple>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -182,10 +181,10 @@ ffi::Error SceneMatmulAny(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
   const float* ws = w.typed_data();
   const int32_t* scenes = scene.typed_data();
   float* ys = y->typed_data();
-  if (out % 16 == 0 || transposed) {
-    if (out % 16 != 0) {
-      return ffi::Error::InvalidArgument("SceneMatmulTransposed: I must be a multiple of 16");
-    }
+  if (transposed && out % 16 != 0) {
+    return ffi::Error::InvalidArgument("SceneMatmulTransposed: I must be a multiple of 16");
+  }
+  if (out % 16 == 0) {
     SceneMatmulBlocked(xs, ws, scenes, batch, in, num_scenes, out, transposed, ys);
   } else if (out == 8) {
     SceneMatmulLoop<Vec8, 1>(xs, ws, scenes, batch, in, num_scenes, out, ys);
@@ -257,13 +256,14 @@ ffi::Error SceneOuterImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
     SceneOuterBlocked<Vec8, 8>(xs, dys, order, start, in, gs);
   } else {
     std::memset(gs, 0, sizeof(float) * num_scenes * in * out);
-    for (int64_t k = 0; k < batch; ++k) {
-      const int64_t b = order[k];
-      const float* __restrict__ xb = xs + b * in;
-      const float* __restrict__ db = dys + b * out;
-      float* __restrict__ gb = gs + ClampScene(scene.typed_data()[b], num_scenes) * in * out;
-      for (int64_t i = 0; i < in; ++i) {
-        for (int64_t h = 0; h < out; ++h) gb[i * out + h] += xb[i] * db[h];
+    for (int64_t s = 0; s < num_scenes; ++s) {
+      float* __restrict__ gb = gs + s * in * out;
+      for (int64_t k = start[s]; k < start[s + 1]; ++k) {
+        const float* __restrict__ xb = xs + order[k] * in;
+        const float* __restrict__ db = dys + order[k] * out;
+        for (int64_t i = 0; i < in; ++i) {
+          for (int64_t h = 0; h < out; ++h) gb[i * out + h] += xb[i] * db[h];
+        }
       }
     }
   }
