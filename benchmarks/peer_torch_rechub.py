@@ -4,9 +4,9 @@ r"""Training throughput of the peer library torch-rechub on mtms_jax's bench wor
   /tmp/peer/bin/pip install torch-rechub==0.9.0 numpy scipy
   /tmp/peer/bin/python benchmarks/peer_torch_rechub.py --models esmm,mmoe,ple,shared_bottom
 
-The workload is the one of `python -m mtms_jax.bench`: `make_workload` below mirrors
-mtms_jax.bench.make_workload (same seed, same draws in the same order, so the same arrays;
-copied because this venv has neither jax nor mtms_jax). 1,000,000 rows, 2 scenes (60/40),
+The workload is the one of `python -m mtms_jax.bench`, from the same generator
+(`mtms_jax.bench_workload`, which needs no jax: this venv has none; the script puts the
+repository on sys.path to import it). 1,000,000 rows, 2 scenes (60/40),
 20 sparse fields of 100,000 Zipf(1.1) ids behind a random permutation, clicks about 4%,
 conversions about 5% of clicks. The scene is one more sparse feature (2 ids), as a joint
 model sees it. Embedding dim 16 everywhere; the models are torch-rechub's at the reference
@@ -34,51 +34,28 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from importlib import metadata
 
 import numpy as np
-from scipy import optimize, special
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mtms_jax import bench_workload  # noqa: E402  (after the path it lives on)
 
 MODELS = ("esmm", "mmoe", "ple", "shared_bottom")
 BATCH, DIM, THREADS, STAGED, SEED = 2048, 16, 2, 16, 0
 
 
 # ----------------------------------------------------------------------------------------
-# Workload (mirrors mtms_jax.bench.make_workload draw for draw)
+# Workload: mtms_jax's own generator
 # ----------------------------------------------------------------------------------------
-def zipf_ids(rng, vocab, n, exponent):
-  cdf = np.cumsum(np.arange(1, vocab + 1, dtype=np.float64) ** -exponent)
-  ranks = np.searchsorted(cdf, rng.random(n) * cdf[-1])
-  return rng.permutation(vocab).astype(np.int32)[np.minimum(ranks, vocab - 1)]
-
-
-def _labels(rng, ids, columns_for_signal, rate, weights=None):
-  logit = np.zeros(len(ids))
-  for j in columns_for_signal:
-    effect = rng.standard_normal(int(ids[:, j].max()) + 1)
-    logit += 0.7 * effect[ids[:, j]]
-  bias = optimize.brentq(
-      lambda b: np.average(special.expit(logit + b), weights=weights) - rate, -50, 50)
-  p = special.expit(logit + bias)
-  return rng.random(len(ids)) < p, p
-
-
-def make_workload(num_rows=1_000_000, num_scenes=2, num_fields=20, vocab=100_000, zipf=1.1,
-                  click_rate=0.04, conversion_rate=0.05, seed=SEED):
+def make_workload(num_rows, num_scenes=2, vocab=100_000):
   """Columns ids [rows, fields] int32, scene int32, click and conversion float32."""
-  rng = np.random.default_rng(seed)
-  ids = np.empty((num_rows, num_fields), np.int32)
-  for j in range(num_fields):
-    ids[:, j] = zipf_ids(rng, vocab, num_rows, zipf)
-  w = (1.0 + np.arange(num_scenes)) ** -np.log2(1.5)
-  scene = rng.choice(num_scenes, size=num_rows, p=w / w.sum())
-  click, p_click = _labels(rng, ids, (0, 1), click_rate)
-  convert, _ = _labels(rng, ids, (2, 3), conversion_rate, weights=p_click)
-  return {"ids": ids, "scene": scene.astype(np.int32), "click": click.astype(np.float32),
-          "conversion": (click & convert).astype(np.float32), "vocab": vocab,
+  arrays = bench_workload.generate(num_rows, num_scenes, vocab=vocab, seed=SEED)
+  return {"ids": arrays["ids"], "scene": arrays["scene"].astype(np.int32),
+          "click": arrays["click"].astype(np.float32),
+          "conversion": arrays["conversion"].astype(np.float32), "vocab": vocab,
           "num_scenes": num_scenes}
 
 
@@ -174,15 +151,6 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-def run_worker(name, argv):
-  """Runs one model in a fresh process; its last stdout line is the result as JSON."""
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--worker", name],
-                        stdout=subprocess.PIPE, text=True)
-  if proc.returncode != 0:
-    return {"model": name, "failed": f"exit status {proc.returncode}"}
-  return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def format_table(results):
   lines = ["| model | steps ex/s | e2e ex/s | e2e/steps | peak RSS GiB | steps loss, first -> "
            "last window | e2e loss | load |", "|---|---|---|---|---|---|---|---|"]
@@ -211,7 +179,8 @@ def main(argv=None):
   results = []
   for name in names:
     print(f"{name} ...", file=sys.stderr, flush=True)
-    results.append(run_worker(name, argv))
+    results.append(bench_workload.run_worker(
+        name, [sys.executable, os.path.abspath(__file__), *argv, "--worker", name]))
   versions = {p: metadata.version(p) for p in ("torch", "torch-rechub", "numpy", "scipy")}
   report = {"library": "torch-rechub", "versions": versions, "cpu_count": os.cpu_count(),
             "batch": BATCH, "torch_threads": THREADS, "args": vars(args), "results": results}

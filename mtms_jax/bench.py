@@ -30,16 +30,14 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 import jax
 import ml_collections
 import numpy as np
-from scipy import optimize, special
 
-from mtms_jax import models, step as step_lib
+from mtms_jax import bench_workload, models, step as step_lib
 from mtms_jax.data import Dataset, as_columns, pipeline
 from mtms_jax.schema import FeatureSchema, SparseField
 
@@ -47,47 +45,15 @@ from mtms_jax.schema import FeatureSchema, SparseField
 # ----------------------------------------------------------------------------------------
 # Workload
 # ----------------------------------------------------------------------------------------
-def scene_weights(num_scenes: int) -> np.ndarray:
-  """(1 + s) ** -log2(1.5): 60/40 for two scenes, a few big scenes and a long tail for many."""
-  return (1.0 + np.arange(num_scenes)) ** -np.log2(1.5)
-
-
-def zipf_ids(rng: np.random.Generator, vocab: int, n: int, exponent: float) -> np.ndarray:
-  """n ids whose popularity ranks are Zipf(exponent) over [0, vocab), ranks scattered."""
-  cdf = np.cumsum(np.arange(1, vocab + 1, dtype=np.float64) ** -exponent)
-  ranks = np.searchsorted(cdf, rng.random(n) * cdf[-1])
-  # A random bijection, so popular rows do not sit next to each other in the table.
-  return rng.permutation(vocab).astype(np.int32)[np.minimum(ranks, vocab - 1)]
-
-
-def _labels(rng, ids, columns_for_signal, rate, weights=None):
-  """Bernoulli labels at mean `rate`, their logit a random effect of a few id columns."""
-  logit = np.zeros(len(ids))
-  for j in columns_for_signal:
-    effect = rng.standard_normal(int(ids[:, j].max()) + 1)
-    logit += 0.7 * effect[ids[:, j]]
-  bias = optimize.brentq(
-      lambda b: np.average(special.expit(logit + b), weights=weights) - rate, -50, 50)
-  p = special.expit(logit + bias)
-  return rng.random(len(ids)) < p, p
-
-
 def make_workload(num_rows: int = 1_000_000, num_scenes: int = 2, num_fields: int = 20,
                   vocab: int = 100_000, zipf: float = 1.1, dim: int = 16,
                   click_rate: float = 0.04, conversion_rate: float = 0.05,
                   seed: int = 0) -> Dataset:
-  rng = np.random.default_rng(seed)
-  ids = np.empty((num_rows, num_fields), np.int32)
-  for j in range(num_fields):      # one column at a time bounds the float64 temporaries
-    ids[:, j] = zipf_ids(rng, vocab, num_rows, zipf)
-  w = scene_weights(num_scenes)
-  scene = rng.choice(num_scenes, size=num_rows, p=w / w.sum())
-  click, p_click = _labels(rng, ids, (0, 1), click_rate)
-  convert, _ = _labels(rng, ids, (2, 3), conversion_rate, weights=p_click)
+  arrays = bench_workload.generate(num_rows, num_scenes, num_fields, vocab, zipf, click_rate,
+                                   conversion_rate, seed)
   schema = FeatureSchema(sparse=tuple(SparseField(f"f{j}", vocab, dim) for j in range(num_fields)),
                          scenes=tuple(f"scene{s}" for s in range(num_scenes)))
-  columns = as_columns({"ids": ids, "dense": np.zeros((num_rows, 0), np.float32),
-                        "scene": scene, "click": click, "conversion": click & convert,
+  columns = as_columns({**arrays, "dense": np.zeros((num_rows, 0), np.float32),
                         "day": np.zeros(num_rows)})
   return Dataset(columns, schema, name="bench")
 
@@ -264,11 +230,8 @@ def run_worker(name: str, argv: list[str], args) -> dict:
   inherited = env.get("GLIBC_TUNABLES", "")
   if args.malloc_tunables and args.malloc_tunables not in inherited:
     env["GLIBC_TUNABLES"] = ":".join(t for t in (inherited, args.malloc_tunables) if t)
-  proc = subprocess.run([sys.executable, "-m", "mtms_jax.bench", *argv, "--worker", name],
-                        stdout=subprocess.PIPE, text=True, env=env)
-  if proc.returncode != 0:
-    return {"model": name, "failed": f"exit status {proc.returncode}"}
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return bench_workload.run_worker(
+      name, [sys.executable, "-m", "mtms_jax.bench", *argv, "--worker", name], env)
 
 
 def median_of_repeats(runs: list[dict]) -> dict:

@@ -1,0 +1,63 @@
+"""The benchmark's generated workload and its worker-process protocol, without jax.
+
+`mtms_jax.bench` and the peer benchmark (`benchmarks/peer_torch_rechub.py`, which runs in a
+venv without jax) both import this module, so both train on the same arrays and run each
+model the same way: in a fresh process whose last stdout line is its result as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+from scipy import optimize, special
+
+
+def scene_weights(num_scenes: int) -> np.ndarray:
+  """(1 + s) ** -log2(1.5): 60/40 for two scenes, a few big scenes and a long tail for many."""
+  return (1.0 + np.arange(num_scenes)) ** -np.log2(1.5)
+
+
+def zipf_ids(rng: np.random.Generator, vocab: int, n: int, exponent: float) -> np.ndarray:
+  """n ids whose popularity ranks are Zipf(exponent) over [0, vocab), ranks scattered."""
+  cdf = np.cumsum(np.arange(1, vocab + 1, dtype=np.float64) ** -exponent)
+  ranks = np.searchsorted(cdf, rng.random(n) * cdf[-1])
+  # A random bijection, so popular rows do not sit next to each other in the table.
+  return rng.permutation(vocab).astype(np.int32)[np.minimum(ranks, vocab - 1)]
+
+
+def _labels(rng, ids, columns_for_signal, rate, weights=None):
+  """Bernoulli labels at mean `rate`, their logit a random effect of a few id columns."""
+  logit = np.zeros(len(ids))
+  for j in columns_for_signal:
+    effect = rng.standard_normal(int(ids[:, j].max()) + 1)
+    logit += 0.7 * effect[ids[:, j]]
+  bias = optimize.brentq(
+      lambda b: np.average(special.expit(logit + b), weights=weights) - rate, -50, 50)
+  p = special.expit(logit + bias)
+  return rng.random(len(ids)) < p, p
+
+
+def generate(num_rows: int = 1_000_000, num_scenes: int = 2, num_fields: int = 20,
+             vocab: int = 100_000, zipf: float = 1.1, click_rate: float = 0.04,
+             conversion_rate: float = 0.05, seed: int = 0) -> dict[str, np.ndarray]:
+  """{'ids': (rows, fields) int32, 'scene', 'click', 'conversion' (bool, after a click)}."""
+  rng = np.random.default_rng(seed)
+  ids = np.empty((num_rows, num_fields), np.int32)
+  for j in range(num_fields):      # one column at a time bounds the float64 temporaries
+    ids[:, j] = zipf_ids(rng, vocab, num_rows, zipf)
+  w = scene_weights(num_scenes)
+  scene = rng.choice(num_scenes, size=num_rows, p=w / w.sum())
+  click, p_click = _labels(rng, ids, (0, 1), click_rate)
+  convert, _ = _labels(rng, ids, (2, 3), conversion_rate, weights=p_click)
+  return {"ids": ids, "scene": scene, "click": click, "conversion": click & convert}
+
+
+def run_worker(name: str, command: list[str], env: dict | None = None) -> dict:
+  """Runs `command` (a worker for model `name`) in a fresh process; returns its last stdout
+  line as JSON, or {'model', 'failed'} when it exits with an error."""
+  proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
+  if proc.returncode != 0:
+    return {"model": name, "failed": f"exit status {proc.returncode}"}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
