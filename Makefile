@@ -49,7 +49,7 @@ bench: $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.bench $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mtms_jax experiments tests
+	$(VENV)/bin/ruff check mtms_jax experiments tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache mtms_jax/kernels/_build
