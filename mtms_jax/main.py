@@ -5,6 +5,8 @@ Rerunning the same command resumes from DIR's latest checkpoint. SIGTERM or SIGI
 saves a checkpoint and exits with status 128 + the signal number (143, 130), so schedulers
 that restart failed jobs restart it; the message says how to resume. A config with a
 `compare` section (experiments/table1.py) runs a multi-model comparison (compare.py).
+A mistake the user can fix (`errors.UserError`: a config value, a data file) is printed as
+one line and exits with status 2; `--verbosity=1` shows its traceback too.
 """
 
 import shlex
@@ -13,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import compare, train
+from mtms_jax import compare, errors, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -34,6 +36,11 @@ def main(argv):
     command = shlex.join([sys.executable, "-m", "mtms_jax.main"] + sys.argv[1:])
     print(f"\n{e}\nResume with:\n  {command}", file=sys.stderr)
     sys.exit(128 + e.signum)
+  except errors.UserError as e:
+    if flags.FLAGS["verbosity"].present:
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(errors.EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":
