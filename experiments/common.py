@@ -30,16 +30,31 @@ def synthetic_data(**overrides):
 ROWWISE_EQUIVALENT = {"adam": "lazy_adam", "sgd": "sgd"}
 
 
-def phase(loss="ctr+cvr+ctcvr", epochs=1.0, learning_rate=3e-3, optimizer="adam"):
+def phase(loss="ctr+cvr+ctcvr", epochs=1.0, learning_rate=3e-3, optimizer="adam",
+          min_steps=0):
   return ml_collections.ConfigDict({
       "loss": loss,
       "loss_weights": {},
-      "epochs": epochs,
-      "steps": 0,                  # > 0 overrides epochs
+      "epochs": epochs,            # at most this many epochs of each day's rows ...
+      "min_steps": min_steps,      # ... and at least this many steps
+      "steps": 0,                  # > 0 overrides both
+      # Scored on the validation rows `evals_per_epoch` times an epoch; the phase stops after
+      # `patience` scores in a row without improving on its best by `min_delta` (0: never),
+      # and goes back to its best parameters (restore_best: a copy of what it trains).
+      "early_stopping": {"metric": "loss",     # its loss, or a metric: 'val/all/ctr/auc'
+                         "mode": "auto",       # min for loss/logloss/mae, max for auc
+                         "patience": 2, "min_delta": 0.0, "evals_per_epoch": 4,
+                         "restore_best": True},
+      "dropout": 0.0,              # share of the networks' inputs dropped in training
       "optimizer": {"name": optimizer, "learning_rate": learning_rate, "clip_norm": 0.0,
+                    "weight_decay": 0.0,            # decoupled, of the networks' kernels
+                    # Learning rate: linear warmup from 0 over warmup_steps, then constant,
+                    # or a linear/cosine decay to final_factor x at the phase's last step.
+                    "warmup_steps": 0, "decay": "constant", "final_factor": 0.0,
                     # dense | sgd | rowwise_adagrad | lazy_adam: how tables are updated
                     "embedding": ROWWISE_EQUIVALENT.get(optimizer, "dense"),
-                    "embedding_learning_rate": 0.0},    # 0: learning_rate
+                    "embedding_learning_rate": 0.0,   # 0: learning_rate
+                    "embedding_weight_decay": 0.0},   # L2 on the rows a step touches
   })
 
 
@@ -72,13 +87,16 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
   config.log_every = 100
   config.init_from = ""              # warm start from this workdir or checkpoint, if no own one
   config.init_load = ("embedding",)  # params subtrees it loads; add "ranking" for the network
+  # The rows that stop phases early and rank checkpoints (mtms_jax/validation.py); never
+  # the test day. day >= 0: that day; -1: the data's own validation split if it has one,
+  # else the last `fraction` of every training day's rows, held out of training.
+  config.validation = ml_collections.ConfigDict({"day": -1, "fraction": 0.1,
+                                                 "max_rows": 100_000})
   config.checkpoint = ml_collections.ConfigDict({
       "every_steps": 1000,           # and at the end of training, and on SIGTERM/SIGINT
       "keep": 2,                     # the last `keep` checkpoints, plus the best one by:
-      "best_metric": "val/all/ctcvr/auc",     # '' tracks no best
+      "best_metric": "val/all/ctcvr/auc",     # validation metric at each save; '' tracks none
       "best_mode": "max",
-      "val_day": -1,                 # day scored for best_metric at each save; -1: test_day
-      "val_rows": 20_000,            # its first rows only, to keep saves cheap
   })
   config.sweep = ml_collections.ConfigDict({"metric": "test/all/ctcvr/auc", "mode": "max"})
   if "smoke" in parse_arg(arg):
@@ -153,7 +171,8 @@ def dataset(name):
     paper's next-day test: most test-slot users are new); reports age_ge35, the largest
     scene of the test slot.
   census: Census-Income (KDD), the UCI test file (the train file is not here), one scene
-    'all', a random 50/25/25 split: trains on day 0, tests on day 2. click = never
+    'all', a random 50/25/25 split: trains on day 0, validates on day 1, tests on day 2.
+    click = never
     married; --config.data.kwargs.click_label=income puts income there instead (see
     mtms_jax/data/census.py).
 
@@ -171,7 +190,9 @@ def dataset(name):
   if name == "census":
     data = ml_collections.ConfigDict({"name": "census", "scenes": (), "kwargs": {
         "path": CENSUS_PATH, "click_label": "never_married"}})
-    return {"data": data, "train_days": (0,), "test_day": 2, "batch_size": 256}, 0, "all"
+    validation = ml_collections.ConfigDict({"day": 1, "fraction": 0.1, "max_rows": 100_000})
+    return ({"data": data, "train_days": (0,), "test_day": 2, "batch_size": 256,
+             "validation": validation}, 0, "all")
   raise ValueError(f"unknown data set {name!r} for a comparison; known: {DATASETS}")
 
 
@@ -216,8 +237,9 @@ def compare_config(arg, make_rows, **compare) -> ml_collections.ConfigDict:
   config.log_every = 100
   # Every (row, seed) run is an ordinary run: checkpointed and resumable like any other.
   base = base_config()
-  for key in ("init_from", "init_load", "checkpoint", "sweep"):
-    config[key] = base[key]
+  for key in ("init_from", "init_load", "validation", "checkpoint", "sweep"):
+    if key not in config:
+      config[key] = base[key]
   rows = make_rows(focus)
   # ConfigDict sorts its keys, so the table's row order is kept apart.
   config.compare = ml_collections.ConfigDict({"rows": rows, "order": tuple(rows), "seeds": 5,

@@ -35,27 +35,21 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
 
 from mtms_jax import bench_workload, models, step as step_lib
-from mtms_jax.data import Dataset, as_columns, pipeline
-from mtms_jax.schema import FeatureSchema, SparseField
+from mtms_jax.data import Dataset, pipeline, zipf
 
 
 # ----------------------------------------------------------------------------------------
 # Workload
 # ----------------------------------------------------------------------------------------
 def make_workload(num_rows: int = 1_000_000, num_scenes: int = 2, num_fields: int = 20,
-                  vocab: int = 100_000, zipf: float = 1.1, dim: int = 16,
+                  vocab: int = 100_000, zipf_exponent: float = 1.1, dim: int = 16,
                   click_rate: float = 0.04, conversion_rate: float = 0.05,
                   seed: int = 0) -> Dataset:
-  arrays = bench_workload.generate(num_rows, num_scenes, num_fields, vocab, zipf, click_rate,
-                                   conversion_rate, seed)
-  schema = FeatureSchema(sparse=tuple(SparseField(f"f{j}", vocab, dim) for j in range(num_fields)),
-                         scenes=tuple(f"scene{s}" for s in range(num_scenes)))
-  columns = as_columns({**arrays, "dense": np.zeros((num_rows, 0), np.float32),
-                        "day": np.zeros(num_rows)})
-  return Dataset(columns, schema, name="bench")
+  """The workload as one day of `num_rows` training rows (`mtms_jax.data.zipf`)."""
+  return zipf.load(num_rows, num_scenes, num_fields, vocab, zipf_exponent, click_rate,
+                   conversion_rate, test_fraction=0.0, embedding_dim=dim, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------

@@ -27,12 +27,22 @@ def zipf_ids(rng: np.random.Generator, vocab: int, n: int, exponent: float) -> n
   return rng.permutation(vocab).astype(np.int32)[np.minimum(ranks, vocab - 1)]
 
 
-def _labels(rng, ids, columns_for_signal, rate, weights=None):
-  """Bernoulli labels at mean `rate`, their logit a random effect of a few id columns."""
+def _labels(rng, ids, columns_for_signal, rate, scale, weights=None, scene=None,
+            scene_shift=0.0):
+  """Bernoulli labels at mean `rate`, their logit a random effect of a few id columns.
+
+  With scene_shift > 0 an id's effect is partly scene-specific: sqrt(1 - scene_shift) of a
+  shared effect plus sqrt(scene_shift) of its scene's own (drawn only then, so the default
+  workload's arrays do not depend on it).
+  """
   logit = np.zeros(len(ids))
   for j in columns_for_signal:
-    effect = rng.standard_normal(int(ids[:, j].max()) + 1)
-    logit += 0.7 * effect[ids[:, j]]
+    vocab = int(ids[:, j].max()) + 1
+    effect = rng.standard_normal(vocab)[ids[:, j]]
+    if scene_shift > 0:
+      scene_effect = rng.standard_normal((int(scene.max()) + 1, vocab))[scene, ids[:, j]]
+      effect = np.sqrt(1 - scene_shift) * effect + np.sqrt(scene_shift) * scene_effect
+    logit += scale * effect
   bias = optimize.brentq(
       lambda b: np.average(special.expit(logit + b), weights=weights) - rate, -50, 50)
   p = special.expit(logit + bias)
@@ -41,17 +51,27 @@ def _labels(rng, ids, columns_for_signal, rate, weights=None):
 
 def generate(num_rows: int = 1_000_000, num_scenes: int = 2, num_fields: int = 20,
              vocab: int = 100_000, zipf: float = 1.1, click_rate: float = 0.04,
-             conversion_rate: float = 0.05, seed: int = 0) -> dict[str, np.ndarray]:
-  """{'ids': (rows, fields) int32, 'scene', 'click', 'conversion' (bool, after a click)}."""
+             conversion_rate: float = 0.05, seed: int = 0, label_scale: float = 0.7,
+             scene_shift: float = 0.0) -> dict[str, np.ndarray]:
+  """{'ids': (rows, fields) int32, 'scene', 'click', 'conversion' (bool, after a click)},
+  and the true probabilities of each row: 'p_click' and 'p_conversion' (given a click).
+
+  label_scale: standard deviation of each signal field's effect on the label logit (larger:
+    labels easier to predict); scene_shift: the share of that effect's variance that is
+    scene-specific (0: scenes behave alike).
+  """
   rng = np.random.default_rng(seed)
   ids = np.empty((num_rows, num_fields), np.int32)
   for j in range(num_fields):      # one column at a time bounds the float64 temporaries
     ids[:, j] = zipf_ids(rng, vocab, num_rows, zipf)
   w = scene_weights(num_scenes)
   scene = rng.choice(num_scenes, size=num_rows, p=w / w.sum())
-  click, p_click = _labels(rng, ids, (0, 1), click_rate)
-  convert, _ = _labels(rng, ids, (2, 3), conversion_rate, weights=p_click)
-  return {"ids": ids, "scene": scene, "click": click, "conversion": click & convert}
+  click, p_click = _labels(rng, ids, (0, 1), click_rate, label_scale, scene=scene,
+                           scene_shift=scene_shift)
+  convert, p_convert = _labels(rng, ids, (2, 3), conversion_rate, label_scale, weights=p_click,
+                               scene=scene, scene_shift=scene_shift)
+  return {"ids": ids, "scene": scene, "click": click, "conversion": click & convert,
+          "p_click": p_click, "p_conversion": p_convert}
 
 
 def run_worker(name: str, command: list[str], env: dict | None = None) -> dict:

@@ -10,6 +10,8 @@ the items:
   config    JSON: the run's config
   schema    JSON: the feature schema
   metrics   (orbax's) {best_metric: value}, when a best checkpoint is tracked
+  best      the best parameters so far of the phase in progress, when it is stopped early
+            and restores them (`validation.EarlyStopping`); its score is in progress
 
 There is no RNG item: the update is deterministic, and the data order is a function of the
 seed, the day and the iterator's position.
@@ -39,7 +41,8 @@ from orbax.checkpoint import checkpoint_managers
 
 CHECKPOINTS = "checkpoints"              # folder of a workdir that holds its checkpoints
 CORRUPT = "corrupt_checkpoints"          # where unreadable checkpoints are moved, not deleted
-STATE, DATA, PROGRESS, CONFIG, SCHEMA = "state", "data", "progress", "config", "schema"
+STATE, DATA, PROGRESS, CONFIG, SCHEMA, BEST = ("state", "data", "progress", "config", "schema",
+                                              "best")
 
 
 @dataclasses.dataclass
@@ -49,6 +52,7 @@ class Restored:
   state: dict
   iterator: grain.DatasetIterator
   progress: dict
+  best: dict | None = None
 
 
 def manager_options(config: ml_collections.ConfigDict) -> ocp.CheckpointManagerOptions:
@@ -80,7 +84,7 @@ class Checkpoints:
     self.workdir = workdir
     self.config = config
     # Handlers named up front, so the state's metadata can be read before restoring it.
-    handlers = {STATE: ocp.StandardCheckpointHandler(),
+    handlers = {STATE: ocp.StandardCheckpointHandler(), BEST: ocp.StandardCheckpointHandler(),
                 DATA: grain.checkpoint.CheckpointHandler(),
                 **{k: ocp.JsonCheckpointHandler() for k in (PROGRESS, CONFIG, SCHEMA)}}
     self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
@@ -88,13 +92,17 @@ class Checkpoints:
                                          item_handlers=handlers)
 
   def save(self, step: int, state, iterator: grain.DatasetIterator, progress: dict,
-           run_config: dict, schema: dict, metrics: Mapping[str, float] | None = None):
-    """Starts an asynchronous save; `metrics` ranks it for the best checkpoint."""
+           run_config: dict, schema: dict, metrics: Mapping[str, float] | None = None,
+           best: dict | None = None):
+    """Starts an asynchronous save; `metrics` ranks it for the best checkpoint; `best`: the
+    phase's best parameters so far, if it keeps them."""
     items = {STATE: ocp.args.StandardSave(state),
              DATA: grain.checkpoint.CheckpointSave(iterator),
              PROGRESS: ocp.args.JsonSave(progress),
              CONFIG: ocp.args.JsonSave(run_config),
              SCHEMA: ocp.args.JsonSave(schema)}
+    if best is not None:
+      items[BEST] = ocp.args.StandardSave(best)
     ranked = None
     if metrics is not None and self.config.best_metric:
       ranked = {self.config.best_metric: self._rank_value(metrics[self.config.best_metric])}
@@ -107,11 +115,14 @@ class Checkpoints:
     return float("-inf") if self.config.best_mode == "max" else float("inf")
 
   def restore_latest(self, abstract_state, make_iterator: Callable[[int], Any],
-                     check: Callable[[dict, dict, dict], None]) -> Restored | None:
+                     check: Callable[[dict, dict, dict], None],
+                     abstract_best: Callable[[dict], Any] = lambda progress: None
+                     ) -> Restored | None:
     """The newest readable checkpoint, or None if there is none.
 
     Args:
       abstract_state: shapes and dtypes of the train state (`jax.eval_shape`).
+      abstract_best: progress -> shapes and dtypes of its `best` item, None if it has none.
       make_iterator: day -> a fresh train iterator of that day, to restore the position into.
       check: (progress, config, schema) -> None; raises if the checkpoint belongs to another
         run (config, schema or schedule differ). Its errors are not taken for corruption.
@@ -133,14 +144,17 @@ class Checkpoints:
       check_tree(abstract_state, saved_tree, f"checkpoint {self._step_dir(step)} (written by "
                  "other model code? resume needs the same code; use a new --workdir)")
       iterator = make_iterator(meta[PROGRESS]["day"])
+      restore = {STATE: ocp.args.StandardRestore(abstract_state),
+                 DATA: grain.checkpoint.CheckpointRestore(iterator)}
+      best = abstract_best(meta[PROGRESS])
+      if best is not None:
+        restore[BEST] = ocp.args.StandardRestore(best)
       try:
-        items = self.manager.restore(step, args=ocp.args.Composite(
-            **{STATE: ocp.args.StandardRestore(abstract_state),
-               DATA: grain.checkpoint.CheckpointRestore(iterator)}))
+        items = self.manager.restore(step, args=ocp.args.Composite(**restore))
       except Exception as e:
         self._set_aside(step, e)
         continue
-      return Restored(step, items[STATE], items[DATA], meta[PROGRESS])
+      return Restored(step, items[STATE], items[DATA], meta[PROGRESS], items.get(BEST))
     return None
 
   def _step_dir(self, step: int) -> str:

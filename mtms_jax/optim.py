@@ -3,12 +3,20 @@
 `optax.partition` with `optax.set_to_zero()` on the frozen labels: frozen leaves get zero
 updates and no optimizer moments (MaskedNode). Not `optax.masked`, which passes the raw
 gradient through for masked-out leaves instead of freezing them.
+
+Regularisation and schedules of a phase's optimizer config:
+  weight_decay   decoupled weight decay (AdamW's) of the networks' kernels, not of biases or
+                 embedding tables (those have embedding_weight_decay, step.py)
+  warmup_steps   the learning rate rises linearly from 0 over this many steps of the phase,
+  decay          then stays ('constant') or falls ('linear', 'cosine') to final_factor times
+                 the learning rate at the phase's last planned step (`lr_schedule`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import jax
 import ml_collections
 import optax
 
@@ -16,14 +24,56 @@ OPTIMIZERS = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd,
               "adamw": optax.adamw}
 
 
+DECAYS = ("constant", "linear", "cosine")
+
+
+def path_names(path) -> list[str]:
+  return [str(getattr(k, "key", k)) for k in path]
+
+
+def in_tables(path, leaf=None) -> bool:
+  """Whether a params leaf is (part of) an embedding table."""
+  del leaf
+  return "tables" in path_names(path)
+
+
+def decays_weight(path, leaf) -> bool:
+  """Weight decay applies to network kernels: not to biases or embedding tables."""
+  return leaf.ndim >= 2 and not in_tables(path) and "bias" not in path_names(path)[-1]
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """config: name (one of OPTIMIZERS), learning_rate, optional clip_norm."""
+  """config: name (one of OPTIMIZERS), learning_rate, optional clip_norm, weight_decay."""
   if config.name not in OPTIMIZERS:
     raise ValueError(f"optimizer {config.name!r}; expected one of {sorted(OPTIMIZERS)}")
   tx = OPTIMIZERS[config.name](config.learning_rate)
+  if config.get("weight_decay"):
+    mask = lambda params: jax.tree_util.tree_map_with_path(decays_weight, params)  # noqa: E731
+    # Decoupled (AdamW): the decay is added after the optimizer's scaling of the gradient.
+    tx = optax.chain(tx, optax.add_decayed_weights(-config.learning_rate * config.weight_decay,
+                                                   mask))
   if config.get("clip_norm"):
     tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
   return tx
+
+
+def lr_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """The learning rate's factor (1 at the peak) at each update of a phase that plans
+  `total_steps` updates in the whole run: `warmup_steps` of linear warmup from 0, then
+  `decay` ('constant', 'linear' or 'cosine') down to `final_factor` at `total_steps`."""
+  decay = config.get("decay", "constant")
+  if decay not in DECAYS:
+    raise ValueError(f"optimizer.decay={decay!r}; expected one of {DECAYS}")
+  warmup = config.get("warmup_steps", 0)
+  if warmup < 0:
+    raise ValueError(f"optimizer.warmup_steps={warmup}: expected >= 0")
+  length, final = max(total_steps - warmup, 1), config.get("final_factor", 0.0)
+  after = {"constant": optax.constant_schedule(1.0),
+           "linear": optax.linear_schedule(1.0, final, length),
+           "cosine": optax.cosine_decay_schedule(1.0, length, alpha=final)}[decay]
+  if not warmup:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), after], [warmup])
 
 
 def phase_labels(params: Mapping, trainable: Sequence[str]) -> dict[str, str]:

@@ -42,9 +42,10 @@ class RowwiseOptimizer(NamedTuple):
   """A pair of pure functions, like `optax.GradientTransformation`, for one table.
 
   init(table) -> state, for an (R, D) table.
-  update(table, state, rows, row_grads) -> (table, state): rows is an int array of any
-    shape S of flat table rows, duplicates allowed; row_grads has shape S + (D,), the
-    gradient of the loss with respect to `table[rows]`.
+  update(table, state, rows, row_grads, lr_scale=1.0) -> (table, state): rows is an int
+    array of any shape S of flat table rows, duplicates allowed; row_grads has shape
+    S + (D,), the gradient of the loss with respect to `table[rows]`; lr_scale multiplies
+    the learning rate in this step (a schedule's factor).
   """
   init: InitFn
   update: UpdateFn
@@ -99,22 +100,30 @@ def _merge_duplicates(owner: jax.Array, rows: jax.Array, row_grads: jax.Array) -
   return _Merged(owner, rows, targets, grads)
 
 
-def sgd(learning_rate: float) -> RowwiseOptimizer:
+def _with_weight_decay(m: _Merged, table: jax.Array, weight_decay: float) -> _Merged:
+  """Adds weight_decay * row to each touched row's summed gradient (an L2 penalty on the
+  rows a step touches, FBGEMM's WeightDecayMode.L2); untouched rows are not decayed."""
+  if not weight_decay:
+    return m
+  return m._replace(grads=m.grads + weight_decay * table[m.rows])
+
+
+def sgd(learning_rate: float, weight_decay: float = 0.0) -> RowwiseOptimizer:
   """Plain SGD on the touched rows; equals `optax.sgd(learning_rate)` on the table."""
 
   def init(table):
     return SgdState(_init_owner(table))
 
-  def update(table, state, rows, row_grads):
-    m = _merge_duplicates(state.owner, rows, row_grads)
-    table = table.at[m.targets].add(-learning_rate * m.grads, mode="drop")
+  def update(table, state, rows, row_grads, lr_scale=1.0):
+    m = _with_weight_decay(_merge_duplicates(state.owner, rows, row_grads), table, weight_decay)
+    table = table.at[m.targets].add(-learning_rate * lr_scale * m.grads, mode="drop")
     return table, SgdState(m.owner)
 
   return RowwiseOptimizer(init, update)
 
 
 def rowwise_adagrad(learning_rate: float, initial_accumulator_value: float = 0.1,
-                    eps: float = 1e-8) -> RowwiseOptimizer:
+                    eps: float = 1e-8, weight_decay: float = 0.0) -> RowwiseOptimizer:
   """Adagrad with one accumulator scalar per row (torchrec/FBGEMM `EXACT_ROWWISE_ADAGRAD`).
 
   For each touched row r with summed gradient g_r (shape (D,)) in a step:
@@ -124,16 +133,17 @@ def rowwise_adagrad(learning_rate: float, initial_accumulator_value: float = 0.1
 
   Rows not touched keep their row and accumulator, which is also what the dense update
   does for them (their gradient is zero). State: 4 bytes a row plus the owner slot.
+  weight_decay adds weight_decay * table_r to g_r of the touched rows (`_with_weight_decay`).
   """
 
   def init(table):
     accumulator = jnp.full(table.shape[:1], initial_accumulator_value, table.dtype)
     return RowwiseAdagradState(_init_owner(table), accumulator)
 
-  def update(table, state, rows, row_grads):
-    m = _merge_duplicates(state.owner, rows, row_grads)
+  def update(table, state, rows, row_grads, lr_scale=1.0):
+    m = _with_weight_decay(_merge_duplicates(state.owner, rows, row_grads), table, weight_decay)
     accumulator = state.accumulator[m.rows] + jnp.mean(m.grads ** 2, axis=-1)
-    scale = learning_rate / (jnp.sqrt(accumulator) + eps)
+    scale = learning_rate * lr_scale / (jnp.sqrt(accumulator) + eps)
     table = table.at[m.targets].add(-scale[:, None] * m.grads, mode="drop")
     accumulator = state.accumulator.at[m.targets].set(accumulator, mode="drop")
     return table, RowwiseAdagradState(m.owner, accumulator)
@@ -142,7 +152,7 @@ def rowwise_adagrad(learning_rate: float, initial_accumulator_value: float = 0.1
 
 
 def lazy_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
-              eps: float = 1e-8) -> RowwiseOptimizer:
+              eps: float = 1e-8, weight_decay: float = 0.0) -> RowwiseOptimizer:
   """Adam on the touched rows only, with bias correction by the global step.
 
   Each call is one step t (the count starts at 1, as in optax). For every row touched
@@ -166,8 +176,8 @@ def lazy_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
     return LazyAdamState(_init_owner(table), jnp.zeros([], jnp.int32),
                          jnp.zeros_like(table), jnp.zeros_like(table))
 
-  def update(table, state, rows, row_grads):
-    m = _merge_duplicates(state.owner, rows, row_grads)
+  def update(table, state, rows, row_grads, lr_scale=1.0):
+    m = _with_weight_decay(_merge_duplicates(state.owner, rows, row_grads), table, weight_decay)
     count = optax.safe_increment(state.count)
     # The expressions of optax.scale_by_adam, and its (jitted) bias correction: an eager
     # b1 ** count rounds differently from a jitted one.
@@ -175,7 +185,7 @@ def lazy_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
     nu = (1 - b2) * (m.grads ** 2) + b2 * state.nu[m.rows]
     mu_hat = optax.tree.bias_correction(mu, b1, count)
     nu_hat = optax.tree.bias_correction(nu, b2, count)
-    step = -learning_rate * (mu_hat / (jnp.sqrt(nu_hat) + eps))
+    step = -learning_rate * lr_scale * (mu_hat / (jnp.sqrt(nu_hat) + eps))
     table = table.at[m.targets].add(step, mode="drop")
     mu = state.mu.at[m.targets].set(mu, mode="drop")
     nu = state.nu.at[m.targets].set(nu, mode="drop")
@@ -190,8 +200,8 @@ def init_tables_state(tx: RowwiseOptimizer, tables: Tables) -> dict[str, Rowwise
 
 
 def apply_tables(tx: RowwiseOptimizer, tables: Tables, state: dict[str, RowwiseState],
-                 index: dict[str, jax.Array], row_grads: dict[str, jax.Array]
-                 ) -> tuple[Tables, dict[str, RowwiseState]]:
+                 index: dict[str, jax.Array], row_grads: dict[str, jax.Array],
+                 lr_scale: jax.Array | float = 1.0) -> tuple[Tables, dict[str, RowwiseState]]:
   """Updates every table from the gradient with respect to its gathered rows.
 
   Args:
@@ -200,11 +210,12 @@ def apply_tables(tx: RowwiseOptimizer, tables: Tables, state: dict[str, RowwiseS
     index: {key: (B, K, F_g)} rows, as from `embedding.row_index`.
     row_grads: {key: (B, K, F_g, D)}, the gradient with respect to
       `embedding.lookup(tables, index)`.
+    lr_scale: the learning rate's factor in this step (a schedule's).
   Returns:
     (tables, state) after one step; every table steps, also a lazy Adam count.
   """
   new_tables, new_state = {}, {}
   for key in tables:
     new_tables[key], new_state[key] = tx.update(tables[key], state[key], index[key],
-                                                row_grads[key])
+                                                row_grads[key], lr_scale)
   return new_tables, new_state

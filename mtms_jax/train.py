@@ -35,8 +35,9 @@ import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
-from mtms_jax import checkpoint, metrics, models, plots, step as step_lib
+from mtms_jax import checkpoint, metrics, models, plots, step as step_lib, validation
 from mtms_jax.data import Dataset, pipeline, registry
+from mtms_jax.errors import UserError
 
 # ----------------------------------------------------------------------------------------
 # Data
@@ -70,23 +71,38 @@ def keep_scenes(data: Dataset, scenes) -> Dataset:
 # ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Segment:
-  """One run of one phase on one day's data."""
+  """One run of one phase on one day's data: at most `steps` updates, scored on the
+  validation rows every `eval_every` of them and at its end (0: never) to stop it early."""
   day: int
   round: int
   phase: str
   steps: int
+  eval_every: int = 0
 
 
 def phase_steps(phase_config: ml_collections.ConfigDict, num_rows: int, batch_size: int) -> int:
+  """`steps` if set, else `epochs` of the day's rows, and at least `min_steps`: a phase on
+  little data still gets enough updates (and early stopping ends it when it overfits)."""
   if phase_config.get("steps", 0) > 0:
     return int(phase_config.steps)
-  return max(1, math.ceil(phase_config.epochs * num_rows / batch_size))
+  epochs = max(1, math.ceil(phase_config.epochs * num_rows / batch_size))
+  return max(epochs, phase_config.get("min_steps", 0))
+
+
+def eval_every(phase_config: ml_collections.ConfigDict, num_rows: int, batch_size: int) -> int:
+  """Steps between validation scores of a segment: `evals_per_epoch` per epoch of the day's
+  rows; 0 when early stopping neither stops nor restores."""
+  es = phase_config.early_stopping
+  if es.patience <= 0 and not es.restore_best:
+    return 0
+  return max(1, math.ceil(num_rows / batch_size / es.evals_per_epoch))
 
 
 def make_schedule(config: ml_collections.ConfigDict, rows_per_day: dict[int, int]
                   ) -> list[Segment]:
   return [Segment(day, r, phase,
-                  phase_steps(config.phases[phase], rows_per_day[day], config.batch_size))
+                  phase_steps(config.phases[phase], rows_per_day[day], config.batch_size),
+                  eval_every(config.phases[phase], rows_per_day[day], config.batch_size))
           for day in config.train_days
           for r in range(config.schedule.rounds_per_day)
           for phase in config.schedule.order]
@@ -119,26 +135,27 @@ def save_predictions(predict_fn, params, data: Dataset, batch_size: int, path: s
   np.savez(path, **probs, **{k: data.columns[k] for k in ("scene", "click", "conversion")})
 
 
-def validation_rows(data: Dataset, config: ml_collections.ConfigDict) -> Dataset:
-  """The first `checkpoint.val_rows` rows of `checkpoint.val_day` (-1: the test day).
-
-  Scored at every checkpoint to rank it for `checkpoint.best_metric`; few rows keep it cheap.
-  """
-  day = config.test_day if config.checkpoint.val_day < 0 else config.checkpoint.val_day
-  rows = data.days(day)
-  keep = np.arange(len(rows)) < config.checkpoint.val_rows
-  return rows.select(keep, name=f"{rows.name}[first {int(keep.sum())} rows]")
-
-
-def check_best_metric(name: str, val_data: Dataset):
-  """Fails before training, not at the first save, if `name` is no validation metric."""
+def check_validation_metrics(config: ml_collections.ConfigDict, val_data: Dataset):
+  """Fails before training, not at the first save or evaluation, on a best-checkpoint or
+  early-stopping metric that the validation rows cannot score."""
   constant = np.full(len(val_data), 0.5)
   known = metrics.report("val", val_data.columns, {"ctr": constant, "cvr": constant},
                          val_data.schema.scenes)
-  if name not in known:
-    raise ValueError(f"config.checkpoint.best_metric={name!r} is not a validation metric; "
-                     f"expected one of {sorted(k for k in known if k.endswith('/auc'))}, "
-                     "or another metric than auc")
+  aucs = sorted(k for k in known if k.endswith("/auc"))
+  best = config.checkpoint.best_metric
+  if best and best not in known:
+    raise UserError(f"config.checkpoint.best_metric={best!r} is not a validation metric; "
+                    f"expected one of {aucs}, or another metric than auc")
+  for phase in config.schedule.order:
+    es = config.phases[phase].early_stopping
+    if es.metric != "loss" and es.metric not in known:
+      raise UserError(f"config.phases.{phase}.early_stopping.metric={es.metric!r}: expected "
+                      f"'loss' (the phase's loss on the validation rows) or a validation "
+                      f"metric, e.g. one of {aucs}")
+    if es.evals_per_epoch <= 0:
+      raise UserError(f"config.phases.{phase}.early_stopping.evals_per_epoch="
+                      f"{es.evals_per_epoch}: expected > 0")
+    validation.EarlyStopping.from_config(config.phases[phase])     # checks the mode
 
 
 # ----------------------------------------------------------------------------------------
@@ -258,7 +275,12 @@ def all_finite(tree) -> jax.Array:
 
 @dataclasses.dataclass
 class Loop:
-  """Runs the schedule from any step, logging and saving checkpoints on the way."""
+  """Runs the schedule from any step, logging, stopping phases early and saving checkpoints.
+
+  A step is a position in the schedule: segment i covers steps (starts[i], starts[i + 1]].
+  A segment stopped early jumps to its end, so positions, not updates done, number the
+  logs and checkpoints, and a resumed run finds its place in the schedule from its step.
+  """
   config: ml_collections.ConfigDict
   workdir: str
   schedule: list[Segment]
@@ -266,7 +288,9 @@ class Loop:
   make_iterator: Callable[[int], grain.DatasetIterator]
   checkpoints: checkpoint.Checkpoints
   writer: RunWriter
-  score_val: Callable[[dict], dict]            # params -> validation metrics
+  score_val: Callable[[dict], dict]            # params -> validation metrics of the model
+  score_phase: Callable[[str, dict], tuple[float, dict]]  # (phase, params) -> score, scalars
+  trained: dict[str, tuple[str, ...]]          # phase -> the params keys it trains
   identity: dict                               # {'config', 'schema', 'schedule'} as JSON
   warm_start: dict | None
   seconds_before: float                        # training time of earlier sessions
@@ -274,6 +298,7 @@ class Loop:
   def __post_init__(self):
     self.starts = np.cumsum([0] + [s.steps for s in self.schedule]).tolist()
     self.session_start = time.time()
+    self.stopper = None                        # the segment in progress's EarlyStopping
     signal_at = os.environ.get(TEST_SIGNAL_ENV)
     self.signal_at = None
     if signal_at:
@@ -287,28 +312,38 @@ class Loop:
   def train_seconds(self) -> float:
     return self.seconds_before + time.time() - self.session_start
 
-  def run(self, state, step: int, batches, batches_day: int | None):
-    """Trains from `step` (updates done) to the end; `batches` is day `batches_day`'s
-    iterator positioned at `step`, or None."""
+  def run(self, state, step: int, batches, batches_day: int | None,
+          stopper: validation.EarlyStopping | None = None):
+    """Trains from `step` to the end; `batches` is day `batches_day`'s iterator positioned at
+    `step`, or None; `stopper` the early-stopping state of the segment `step` lies inside."""
     progress = tqdm.tqdm(total=self.total, initial=step, unit="step", dynamic_ncols=True,
                          mininterval=1.0)
     pending = []
     with StopSignals() as stop:
       for index, segment in enumerate(self.schedule):
-        if step >= self.starts[index + 1]:
+        start, end = self.starts[index], self.starts[index + 1]
+        if step >= end:
           continue
         if batches_day != segment.day:
           batches, batches_day = self.make_iterator(segment.day), segment.day
         progress.set_description(f"day {segment.day} {segment.phase}")
-        for _ in range(step - self.starts[index], segment.steps):
+        self.stopper = stopper if step > start else self.start_segment(segment, state)
+        stopper = None
+        while step < end:
           state, measurements = self.update_fns[segment.phase](state, next(batches))
           step += 1
           self.maybe_send_test_signal(step)
           pending.append((step, segment, measurements["loss"]))
-          if step % self.config.log_every == 0 or step == self.starts[index + 1]:
+          if step % self.config.log_every == 0 or step == end:
             check_losses(pending)
             pending = []
             self.log(step, segment, measurements, progress)
+          if self.stopper and ((step - start) % segment.eval_every == 0 or step == end):
+            if self.evaluate(state, step, start, segment):
+              progress.update(end - step)
+              step = end
+          if step == end:
+            state = self.end_segment(state)
           if self.scheduled_save(step) or stop.signum:
             check_losses(pending)
             pending = []
@@ -319,6 +354,33 @@ class Loop:
           progress.update(1)
     progress.close()
     return state
+
+  def start_segment(self, segment: Segment, state) -> validation.EarlyStopping | None:
+    """A fresh EarlyStopping for `segment`, its first candidate the parameters it starts
+    from (scored, not logged: a resumed run could not log it at the same place)."""
+    if not segment.eval_every:
+      return None
+    stopper = validation.EarlyStopping.from_config(self.config.phases[segment.phase])
+    score, _ = self.score_phase(segment.phase, state["params"])
+    stopper.update(score, 0, self.trained_params(segment.phase, state["params"]))
+    return stopper
+
+  def evaluate(self, state, step: int, start: int, segment: Segment) -> bool:
+    """Scores the segment's model on the validation rows; returns whether to stop it."""
+    score, scalars = self.score_phase(segment.phase, state["params"])
+    self.writer.write(step, scalars, day=segment.day, phase="early_stopping")
+    return self.stopper.update(score, step - start,
+                               self.trained_params(segment.phase, state["params"]))
+
+  def trained_params(self, phase: str, params: dict) -> dict:
+    return {k: params[k] for k in self.trained[phase]}
+
+  def end_segment(self, state):
+    """Ends the segment in progress: back to its best parameters if it keeps them."""
+    stopper, self.stopper = self.stopper, None
+    if stopper is None or stopper.best_params is None:
+      return state
+    return {**state, "params": {**state["params"], **stopper.best_params}}
 
   def scheduled_save(self, step: int) -> bool:
     return step % self.config.checkpoint.every_steps == 0 or step == self.total
@@ -348,9 +410,11 @@ class Loop:
         self.writer.write(step, ranked, day=segment.day, phase="val")
     progress = {"step": step, "day": segment.day, "round": segment.round,
                 "phase": segment.phase, "segment": index, "schedule": self.identity["schedule"],
-                "warm_start": self.warm_start, "train_seconds": self.train_seconds()}
+                "warm_start": self.warm_start, "train_seconds": self.train_seconds(),
+                "early_stopping": self.stopper.to_json() if self.stopper else None}
+    best = self.stopper.best_params if self.stopper else None
     self.checkpoints.save(step, state, batches, progress, self.identity["config"],
-                          self.identity["schema"], metrics=ranked)
+                          self.identity["schema"], metrics=ranked, best=best)
 
 
 # ----------------------------------------------------------------------------------------
@@ -365,6 +429,7 @@ class Start:
   batches_day: int | None = None
   warm_start: dict | None = None
   seconds_before: float = 0.0
+  stopper: validation.EarlyStopping | None = None   # of the segment `step` lies inside
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -378,19 +443,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return train_day_by_day(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   data = load_data(config.data)
-  train_days = {day: data.days(day) for day in config.train_days}
-  test_data = data.days(config.test_day)
-  val_data = validation_rows(data, config)
-  if config.checkpoint.best_metric:
-    check_best_metric(config.checkpoint.best_metric, val_data)
+  days = validation.split(config, data)
+  train_days, val_data, test_data = days.train, days.val, days.test
+  check_validation_metrics(config, val_data)
 
   model = models.get_model(data.schema, config.model)
   init_rng = jax.random.key(config.seed)
-  txs = step_lib.make_phase_txs(config, model, jax.eval_shape(model.init, init_rng))
-  update_fns = {phase: step_lib.make_update_fn(model, tx, phase, config.phases[phase])
-                for phase, tx in txs.items()}
-  predict_fn = step_lib.make_predict_fn(model, model.eval_phase)
   schedule = make_schedule(config, {d: len(ds) for d, ds in train_days.items()})
+  phase_total = {p: sum(s.steps for s in schedule if s.phase == p) for p in config.schedule.order}
+  txs = step_lib.make_phase_txs(config, model, jax.eval_shape(model.init, init_rng), phase_total)
+  update_fns = {phase: step_lib.make_update_fn(model, tx, phase, config.phases[phase],
+                                               config.seed)
+                for phase, tx in txs.items()}
+  predict_fn = step_lib.make_predict_fn(model, step_lib.prediction_phases(config, model))
+  phase_predict_fns = {phase: step_lib.make_predict_fn(model, phase) for phase in txs}
   day_steps = {day: sum(s.steps for s in schedule if s.day == day) for day in train_days}
 
   def make_iterator(day: int) -> grain.DatasetIterator:
@@ -401,6 +467,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return metrics.report("val", val_data.columns,
                           predict(predict_fn, params, val_data, config.eval_batch_size),
                           data.schema.scenes)
+
+  def score_phase(phase: str, params) -> tuple[float, dict]:
+    """The phase's early-stopping score on the validation rows, and what to log of it."""
+    report = metrics.report("val", val_data.columns, predict(
+        phase_predict_fns[phase], params, val_data, config.eval_batch_size), data.schema.scenes)
+    es = config.phases[phase].early_stopping
+    score = (validation.phase_loss(report, config.phases[phase]) if es.metric == "loss"
+             else report[es.metric])
+    scalars = {f"val/{phase}/{es.metric.replace('/', '_')}": score}
+    scalars.update({f"val/{phase}/{task}/auc": report[f"val/all/{task}/auc"]
+                    for task in ("ctr", "cvr", "ctcvr")})
+    return score, scalars
 
   # What a checkpoint must match to be resumed, as its JSON items read back.
   identity = json.loads(json.dumps({"config": json.loads(config.to_json_best_effort()),
@@ -414,14 +492,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     data.schema.save(os.path.join(workdir, "feature_schema.json"))
     with RunWriter(workdir, start.step) as writer:
       loop = Loop(config, workdir, schedule, update_fns, make_iterator, checkpoints, writer,
-                  score_val, identity, start.warm_start, start.seconds_before)
-      state = loop.run(start.state, start.step, start.batches, start.batches_day)
+                  score_val, score_phase, model.phases, identity, start.warm_start,
+                  start.seconds_before)
+      state = loop.run(start.state, start.step, start.batches, start.batches_day,
+                       start.stopper)
       results = evaluate(predict_fn, state["params"], test_data, config.eval_batch_size,
                          split="test")
+      results.update(score_val(state["params"]))
       if config.get("save_predictions", False):   # for compare.py's paired significance tests
         save_predictions(predict_fn, state["params"], test_data, config.eval_batch_size,
                          os.path.join(workdir, "test_predictions.npz"))
-      results["train_steps"] = loop.total
+      results["train_steps"] = int(state["step"])     # updates done (early stops skip some)
       writer.write(loop.total, results, day=config.test_day, phase="eval")
     best_step = checkpoints.best_step()
 
@@ -431,7 +512,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               "warm_start": start.warm_start, "best_checkpoint_step": best_step}
   write_atomically(os.path.join(workdir, "run.json"), json.dumps(run_info, indent=2))
   print(f"\nTest day {config.test_day} ({len(test_data)} rows), model {config.model.name}, "
-        f"{loop.total} steps, {run_info['train_seconds']:.1f} s of training:")
+        f"{results['train_steps']} steps, {run_info['train_seconds']:.1f} s of training:")
   print(metrics.format_table(results, "test", data.schema.scenes))
   return results
 
@@ -445,12 +526,25 @@ def resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_ite
   """
   abstract_state = jax.eval_shape(lambda rng: step_lib.init_state(model.init(rng), txs),
                                   init_rng)
+
+  def abstract_best(progress: dict):
+    saved = progress.get("early_stopping")
+    if not saved or not saved["has_best_params"]:
+      return None
+    return {k: abstract_state["params"][k] for k in model.phases[progress["phase"]]}
+
   restored = checkpoints.restore_latest(abstract_state, make_iterator,
-                                        same_run_check(identity, workdir))
+                                        same_run_check(identity, workdir), abstract_best)
   if restored is not None:
     print(f"Resuming {workdir} from its checkpoint at step {restored.step}.")
-    return Start(restored.state, restored.step, restored.iterator, restored.progress["day"],
-                 restored.progress["warm_start"], restored.progress["train_seconds"])
+    progress = restored.progress
+    stopper = None
+    if progress.get("early_stopping"):
+      stopper = validation.EarlyStopping.from_config(config.phases[progress["phase"]])
+      stopper.load_json(progress["early_stopping"])
+      stopper.best_params = restored.best
+    return Start(restored.state, restored.step, restored.iterator, progress["day"],
+                 progress["warm_start"], progress["train_seconds"], stopper)
   params = model.init(init_rng)
   if not config.init_from:
     return Start(step_lib.init_state(params, txs))

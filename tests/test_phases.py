@@ -73,3 +73,21 @@ def test_moments_persist_across_alternation(setup):
   moments = _copy(state["opt"]["embedding"])
   state, _ = update_fns["ranking"](state, next(batches))
   jax.tree.map(np.testing.assert_array_equal, moments, _copy(state["opt"]["embedding"]))
+
+
+@pytest.mark.parametrize("sharing, ranking_scenes", [("none", ()), ("none", (1,)),
+                                                     ("tasks", ()), ("all", ())])
+def test_residual_ranking_starts_at_the_embedding_towers(tiny_data, sharing, ranking_scenes):
+  config = common.base_config("smoke")
+  config.model.update(sharing=sharing, ranking_scenes=ranking_scenes, ranking_residual=True)
+  model = models.get_model(tiny_data.schema, config.model)
+  params = model.init(jax.random.key(0))
+  batch = next(pipeline.train_iterator(tiny_data.columns, 64, 1, seed=0))
+  towers = models.forward(model, params, batch, "embedding")
+  ranking = models.forward(model, params, batch, "ranking")
+  for key in ("ctr_logit", "cvr_logit"):
+    np.testing.assert_array_equal(ranking[key], towers[key])
+  # Once the residual scale moves, the ranking network's own logits count.
+  params["ranking"]["residual_scale"] = params["ranking"]["residual_scale"] + 1.0
+  moved = models.forward(model, params, batch, "ranking")
+  assert (np.asarray(moved["ctr_logit"]) != np.asarray(towers["ctr_logit"])).any()

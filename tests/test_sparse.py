@@ -257,3 +257,30 @@ def test_end_to_end_through_lookup(tx, ref):
                                rtol=0, atol=1e-6)
     np.testing.assert_array_equal(sparse_tables[key][~touched], tables[key][~touched])
     assert (sparse_tables[key][touched] != tables[key][touched]).any()
+
+
+@pytest.mark.parametrize("name, ref", [
+    ("sgd", lambda wd: optax.chain(optax.add_decayed_weights(wd), optax.sgd(0.1))),
+    ("lazy_adam", lambda wd: optax.chain(optax.add_decayed_weights(wd), optax.adam(0.01)))])
+def test_weight_decay_is_l2_on_the_touched_rows(name, ref):
+  batches = _batches()
+  tx = {"sgd": sparse.sgd(0.1, weight_decay=0.3),
+        "lazy_adam": sparse.lazy_adam(0.01, weight_decay=0.3)}[name]
+  table, _ = _run_sparse(tx, batches)
+  ref_table, _ = _run_dense(dense_optax(ref(0.3), restrict=True), batches)
+  np.testing.assert_allclose(table, ref_table, rtol=0, atol=1e-6)
+  undecayed, _ = _run_sparse(OPTIMIZERS[name](), batches)
+  ever_touched = np.any([_touched(rows) for rows, _ in batches], axis=0)
+  assert (table != undecayed).any()       # (Adam's first step ignores the gradient's size)
+  np.testing.assert_array_equal(table[~ever_touched], undecayed[~ever_touched])
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_lr_scale_scales_the_step(name):
+  rows, weights = _batches(steps=1)[0]
+  table = _initial_table()
+  tx = OPTIMIZERS[name]()
+  grads = _row_grads(table, rows, weights)
+  full, _ = tx.update(table, tx.init(table), rows, grads)
+  half, _ = tx.update(table, tx.init(table), rows, grads, lr_scale=0.5)
+  np.testing.assert_allclose(half - table, 0.5 * (full - table), rtol=1e-5, atol=1e-7)

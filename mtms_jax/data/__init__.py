@@ -21,20 +21,26 @@ class Dataset:
   schema: FeatureSchema
   truth: dict[str, np.ndarray] | None = None
   name: str = "data"
+  validate: dataclasses.InitVar[bool] = True    # False: rows of a data set already checked
 
-  def __post_init__(self):
-    self.schema.validate(self.columns, source=self.name)
+  def __post_init__(self, validate: bool):
+    if validate:
+      self.schema.validate(self.columns, source=self.name)
 
   def __len__(self) -> int:
     return len(self.columns["scene"])
 
   def select(self, mask: np.ndarray, name: str | None = None) -> Dataset:
     """Rows where `mask` is true, as a new Dataset."""
-    return Dataset(columns={k: v[mask] for k, v in self.columns.items()},
+    return self.take(np.flatnonzero(mask), name)
+
+  def take(self, rows: np.ndarray, name: str | None = None) -> Dataset:
+    """The rows at indices `rows`, in that order (not checked again: they were)."""
+    return Dataset(columns={k: np.take(v, rows, axis=0) for k, v in self.columns.items()},
                    schema=self.schema,
-                   truth=None if self.truth is None else {k: v[mask] for k, v in
+                   truth=None if self.truth is None else {k: np.take(v, rows) for k, v in
                                                            self.truth.items()},
-                   name=name or self.name)
+                   name=name or self.name, validate=False)
 
   def days(self, days) -> Dataset:
     days = np.atleast_1d(np.asarray(days))

@@ -107,7 +107,8 @@ class JointModel(abc.ABC):
     rng_tables, rng_network = jax.random.split(rng)
     # The tables outside jit: init_tables fills them in place in chunks, which a traced
     # function cannot (it held several table-sized buffers at once).
-    return {"embedding": {"tables": embedding.init_tables(rng_tables, self.layout)},
+    return {"embedding": {"tables": embedding.init_tables(
+        rng_tables, self.layout, self.config.get("embedding_init_stddev", 0.05))},
             "ranking": jax.jit(self._init_network)(rng_network)}
 
   def _init_network(self, rng: jax.Array) -> dict:

@@ -25,6 +25,14 @@ and CVR. The sources (config.ranking_scenes):
                 embeddings are trained on the most data.
 Per example, nothing else grows with S either: the scene bias and the head are gathered
 (or, for a few scenes, computed for all scenes at once; see layers.SceneMLP).
+
+With config.ranking_residual, the ranking network's logits are added, through a scale that
+starts at 0, to the frozen embedding-phase towers' logits on the example's own components:
+the phase starts exactly at the towers' predictions and, with early stopping restoring its
+best parameters, ends no worse than them on the validation rows. Why: the ranking phase
+reads embeddings frozen after training on the same rows, whose fit to those rows'
+labels does not carry over to new rows; a network learned from scratch on them can end
+below the towers it aggregates (measured on the bench-shaped workload, `make quality`).
 """
 
 from __future__ import annotations
@@ -60,25 +68,33 @@ class RankingNetwork(nn.Module):
   """Upper network over aggregated embeddings: shared MLP, one (ctr, cvr) head per scene.
 
   The scene enters as a learned bias of the first layer, gathered per example: the same
-  function as a one-hot scene input, without S input columns.
+  function as a one-hot scene input, without S input columns. With `residual`, the heads'
+  logits are scaled by a per-(scene, task) factor that starts at 0 and added to the
+  example's own embedding-phase tower logits (`base`): the phase starts from the towers'
+  predictions and learns what aggregating every component adds to them.
   """
   num_scenes: int
   hidden: tuple[int, ...]
+  residual: bool = False
 
   @nn.compact
-  def __call__(self, x, scene):
+  def __call__(self, x, scene, base=None):
     scene_bias = self.param("scene_bias", nn.initializers.zeros,
                             (self.num_scenes, self.hidden[0]))
     x = nn.relu(Dense(self.hidden[0], name="input")(x) + scene_bias[scene])
     if len(self.hidden) > 1:
       x = nn.relu(MLP(tuple(self.hidden[1:]), name="mlp")(x))
     logits = SceneMLP(self.num_scenes, (len(TASKS),), name="head")(x, scene)
+    if self.residual:
+      scale = self.param("residual_scale", nn.initializers.zeros,
+                         (self.num_scenes, len(TASKS)))
+      logits = base + scale[scene] * logits
     return logits[:, 0], logits[:, 1]
 
 
 class Model:
   """See the module docstring. config: sharing, tower_hidden, ranking_hidden, aggregation,
-  ranking_scenes (optional, default ())."""
+  ranking_scenes (optional, default ()), ranking_residual (optional, default False)."""
 
   phases = {"embedding": ("embedding",), "ranking": ("ranking",)}
   eval_phase = "ranking"
@@ -100,7 +116,8 @@ class Model:
                       "all": 1}[config.sharing]
     self.layout = embedding.make_layout(schema, num_components)
     self.towers = Towers(self.num_scenes, tuple(config.tower_hidden))
-    self.ranker = RankingNetwork(self.num_scenes, tuple(config.ranking_hidden))
+    self.residual = config.get("ranking_residual", False)
+    self.ranker = RankingNetwork(self.num_scenes, tuple(config.ranking_hidden), self.residual)
 
   def component(self, scene: jax.Array, task: int) -> jax.Array:
     """Component owning the tables of (scene, task)."""
@@ -124,6 +141,14 @@ class Model:
     num = self.layout.num_components
     return jnp.broadcast_to(jnp.arange(num, dtype=jnp.int32), (scene.shape[0], num))
 
+  def own_sources(self, scene: jax.Array) -> list[jax.Array]:
+    """Where, among an example's K ranking-phase sources, its own (scene, ctr) and
+    (scene, cvr) components are: (B,) positions, one per task."""
+    if self.ranking_scenes and self.config.sharing != "all":
+      per_scene = self.layout.num_components // self.num_scenes
+      return [jnp.full_like(scene, min(t, per_scene - 1)) for t in range(len(TASKS))]
+    return [self.component(scene, t) for t in range(len(TASKS))]
+
   @property
   def num_ranking_sources(self) -> int:
     """K, the components each example reads in the ranking phase."""
@@ -136,7 +161,8 @@ class Model:
     # Tables outside jit (init_tables fills them in place, chunk by chunk); the networks in
     # one jit, which compiles once instead of once per parameter shape.
     towers, ranking = jax.jit(self._init_networks)(rng_networks)
-    return {"embedding": {"tables": embedding.init_tables(rng_tables, self.layout),
+    return {"embedding": {"tables": embedding.init_tables(rng_tables, self.layout,
+                                                 self.config.get("embedding_init_stddev", 0.05)),
                           "towers": towers},
             "ranking": ranking}
 
@@ -145,8 +171,9 @@ class Model:
     scene = jnp.zeros((1,), jnp.int32)
     x_tower = jnp.zeros((1, self._tower_width))
     x_rank = jnp.zeros((1, self._ranking_width))
+    base = jnp.zeros((1, len(TASKS)))
     return (self.towers.init(rng_towers, x_tower, x_tower, scene)["params"],
-            self.ranker.init(rng_ranker, x_rank, scene)["params"])
+            self.ranker.init(rng_ranker, x_rank, scene, base)["params"])
 
   @property
   def _tower_width(self) -> int:
@@ -169,7 +196,14 @@ class Model:
       else:
         agg = x.mean(axis=1)                                                # (B, W)
       inputs = jnp.concatenate([agg, batch["dense"]], axis=-1)
-      ctr, cvr = self.ranker.apply({"params": params["ranking"]}, inputs, scene)
+      base = None
+      if self.residual:      # the frozen towers' logits on the example's own components
+        own = [jnp.take_along_axis(x, p[:, None, None], axis=1)[:, 0]
+               for p in self.own_sources(scene)]
+        base = jnp.stack(self.towers.apply(
+            {"params": params["embedding"]["towers"]},
+            *[jnp.concatenate([o, batch["dense"]], axis=-1) for o in own], scene), axis=1)
+      ctr, cvr = self.ranker.apply({"params": params["ranking"]}, inputs, scene, base)
     else:
       raise ValueError(f"phase {phase!r}; MTMS has phases {tuple(self.phases)}")
     return {"ctr_logit": ctr, "cvr_logit": cvr}
