@@ -20,7 +20,7 @@ TRAIN_ENV := GLIBC_TUNABLES=$(MALLOC_TUNABLES)
 # the build warns and the models use their XLA routes (mtms_jax.kernels.available()).
 KERNELS := mtms_jax/kernels/_build/libscene_matmul.so
 
-.PHONY: setup experiment test lint bench sweep clean
+.PHONY: setup experiment test lint bench sweep quality clean
 
 setup: $(STAMP) $(KERNELS)
 
@@ -47,6 +47,11 @@ test: $(STAMP) $(KERNELS)
 # Training throughput per model on a generated workload; writes bench.json (README, Performance).
 bench: $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.bench $(ARGS)
+
+# Every model at its defaults on held-out rows of a workload with a known oracle, plus
+# epoch curves; writes checkpoints/quality/quality.md (README, Quality). Rerun to resume.
+quality: $(STAMP) $(KERNELS)
+	$(TRAIN_ENV) $(PY) -m mtms_jax.main --config experiments/quality.py$(if $(ARG),:$(ARG),) --workdir checkpoints/quality$(if $(RUN),/$(RUN),) $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mtms_jax experiments tests benchmarks

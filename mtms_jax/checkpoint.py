@@ -123,7 +123,8 @@ class Checkpoints:
     Args:
       abstract_state: shapes and dtypes of the train state (`jax.eval_shape`).
       abstract_best: progress -> shapes and dtypes of its `best` item, None if it has none.
-      make_iterator: day -> a fresh train iterator of that day, to restore the position into.
+      make_iterator: index of the schedule segment in progress -> a fresh iterator of its
+        batches, to restore the position into.
       check: (progress, config, schema) -> None; raises if the checkpoint belongs to another
         run (config, schema or schedule differ). Its errors are not taken for corruption.
 
@@ -143,7 +144,8 @@ class Checkpoints:
       check(meta[PROGRESS], meta[CONFIG], meta[SCHEMA])
       check_tree(abstract_state, saved_tree, f"checkpoint {self._step_dir(step)} (written by "
                  "other model code? resume needs the same code; use a new --workdir)")
-      iterator = make_iterator(meta[PROGRESS]["day"])
+      progress = meta[PROGRESS]
+      iterator = make_iterator(progress["segment"])
       restore = {STATE: ocp.args.StandardRestore(abstract_state),
                  DATA: grain.checkpoint.CheckpointRestore(iterator)}
       best = abstract_best(meta[PROGRESS])

@@ -121,13 +121,15 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """{task: (labels, predictions)} on the rows of `scene` in a run's saved predictions."""
+  """{task: (labels, predictions)} on the rows of `scene` ('all': every row) in a run's
+  saved predictions."""
   with open(os.path.join(workdir, "feature_schema.json")) as f:
     scenes = json.load(f)["scenes"]
-  if scene not in scenes:
+  if scene not in scenes + ["all"]:
     raise ValueError(f"config.compare.scene={scene!r}: {workdir} was trained on {scenes}")
   saved = np.load(os.path.join(workdir, PREDICTIONS))
-  rows = saved["scene"] == scenes.index(scene)
+  rows = (np.ones_like(saved["scene"], bool) if scene == "all"
+          else saved["scene"] == scenes.index(scene))
   click, conversion = saved["click"][rows], saved["conversion"][rows]
   ctr, cvr = saved["ctr"][rows], saved["cvr"][rows]
   clicked = click > 0.5

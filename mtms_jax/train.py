@@ -78,6 +78,12 @@ class Segment:
   phase: str
   steps: int
   eval_every: int = 0
+  rows: tuple[float, float] = (0.0, 1.0)    # the share of the day's training rows it reads
+
+  @property
+  def source(self) -> tuple[int, tuple[float, float]]:
+    """What its batches come from: the day and the share of its rows."""
+    return self.day, tuple(self.rows)
 
 
 def phase_steps(phase_config: ml_collections.ConfigDict, num_rows: int, batch_size: int) -> int:
@@ -91,21 +97,43 @@ def phase_steps(phase_config: ml_collections.ConfigDict, num_rows: int, batch_si
 
 def eval_every(phase_config: ml_collections.ConfigDict, num_rows: int, batch_size: int) -> int:
   """Steps between validation scores of a segment: `evals_per_epoch` per epoch of the day's
-  rows; 0 when early stopping neither stops nor restores."""
+  rows, but at least `min_eval_steps` apart (on little data an epoch is a few steps, and a
+  few steps' noise should not stop a phase); 0 when early stopping neither stops nor
+  restores."""
   es = phase_config.early_stopping
   if es.patience <= 0 and not es.restore_best:
     return 0
-  return max(1, math.ceil(num_rows / batch_size / es.evals_per_epoch))
+  return max(1, es.get("min_eval_steps", 1),
+             math.ceil(num_rows / batch_size / es.evals_per_epoch))
+
+
+def phase_rows(phase_config: ml_collections.ConfigDict, phase: str) -> tuple[float, float]:
+  """(start, stop): the phase trains on that share of each day's training rows."""
+  start, stop = (float(x) for x in phase_config.get("rows", (0.0, 1.0)))
+  if not 0 <= start < stop <= 1:
+    raise UserError(f"config.phases.{phase}.rows=({start}, {stop}): expected 0 <= start < "
+                    "stop <= 1, shares of each day's training rows")
+  return start, stop
+
+
+def row_slice(num_rows: int, rows: tuple[float, float]) -> slice:
+  return slice(round(num_rows * rows[0]), round(num_rows * rows[1]))
 
 
 def make_schedule(config: ml_collections.ConfigDict, rows_per_day: dict[int, int]
                   ) -> list[Segment]:
-  return [Segment(day, r, phase,
-                  phase_steps(config.phases[phase], rows_per_day[day], config.batch_size),
-                  eval_every(config.phases[phase], rows_per_day[day], config.batch_size))
-          for day in config.train_days
-          for r in range(config.schedule.rounds_per_day)
-          for phase in config.schedule.order]
+  schedule = []
+  for day in config.train_days:
+    for r in range(config.schedule.rounds_per_day):
+      for phase in config.schedule.order:
+        phase_config = config.phases[phase]
+        rows = phase_rows(phase_config, phase)
+        s = row_slice(rows_per_day[day], rows)
+        num_rows = s.stop - s.start
+        schedule.append(Segment(day, r, phase,
+                                phase_steps(phase_config, num_rows, config.batch_size),
+                                eval_every(phase_config, num_rows, config.batch_size), rows))
+  return schedule
 
 
 # ----------------------------------------------------------------------------------------
@@ -285,7 +313,7 @@ class Loop:
   workdir: str
   schedule: list[Segment]
   update_fns: dict
-  make_iterator: Callable[[int], grain.DatasetIterator]
+  make_iterator: Callable[[int], grain.DatasetIterator]   # segment index -> its batches
   checkpoints: checkpoint.Checkpoints
   writer: RunWriter
   score_val: Callable[[dict], dict]            # params -> validation metrics of the model
@@ -312,10 +340,10 @@ class Loop:
   def train_seconds(self) -> float:
     return self.seconds_before + time.time() - self.session_start
 
-  def run(self, state, step: int, batches, batches_day: int | None,
+  def run(self, state, step: int, batches=None,
           stopper: validation.EarlyStopping | None = None):
-    """Trains from `step` to the end; `batches` is day `batches_day`'s iterator positioned at
-    `step`, or None; `stopper` the early-stopping state of the segment `step` lies inside."""
+    """Trains from `step` to the end; `batches` and `stopper` are the iterator (positioned
+    at `step`) and early-stopping state of the segment `step` lies inside, if any."""
     progress = tqdm.tqdm(total=self.total, initial=step, unit="step", dynamic_ncols=True,
                          mininterval=1.0)
     pending = []
@@ -324,8 +352,8 @@ class Loop:
         start, end = self.starts[index], self.starts[index + 1]
         if step >= end:
           continue
-        if batches_day != segment.day:
-          batches, batches_day = self.make_iterator(segment.day), segment.day
+        if step == start:
+          batches = self.make_iterator(index)
         progress.set_description(f"day {segment.day} {segment.phase}")
         self.stopper = stopper if step > start else self.start_segment(segment, state)
         stopper = None
@@ -426,7 +454,6 @@ class Start:
   state: dict
   step: int = 0
   batches: grain.DatasetIterator | None = None
-  batches_day: int | None = None
   warm_start: dict | None = None
   seconds_before: float = 0.0
   stopper: validation.EarlyStopping | None = None   # of the segment `step` lies inside
@@ -457,11 +484,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 for phase, tx in txs.items()}
   predict_fn = step_lib.make_predict_fn(model, step_lib.prediction_phases(config, model))
   phase_predict_fns = {phase: step_lib.make_predict_fn(model, phase) for phase in txs}
-  day_steps = {day: sum(s.steps for s in schedule if s.day == day) for day in train_days}
-
-  def make_iterator(day: int) -> grain.DatasetIterator:
-    return pipeline.train_iterator(train_days[day].columns, config.batch_size, day_steps[day],
-                                   seed=config.seed * 100_003 + day, name=train_days[day].name)
+  def make_iterator(index: int) -> grain.DatasetIterator:
+    """Segment `index`'s batches: shuffles of its day's rows (its share of them), seeded by
+    the day, continuing where the segments of the same rows before it were planned to end,
+    so each segment reads its own batches whether or not an earlier one stopped early."""
+    segment = schedule[index]
+    first = sum(s.steps for s in schedule[:index] if s.source == segment.source)
+    data = train_days[segment.day]
+    columns = {k: v[row_slice(len(data), segment.rows)] for k, v in data.columns.items()}
+    return pipeline.train_iterator(columns, config.batch_size, segment.steps,
+                                   seed=config.seed * 100_003 + segment.day, name=data.name,
+                                   first_batch=first)
 
   def score_val(params) -> dict:
     return metrics.report("val", val_data.columns,
@@ -494,8 +527,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       loop = Loop(config, workdir, schedule, update_fns, make_iterator, checkpoints, writer,
                   score_val, score_phase, model.phases, identity, start.warm_start,
                   start.seconds_before)
-      state = loop.run(start.state, start.step, start.batches, start.batches_day,
-                       start.stopper)
+      state = loop.run(start.state, start.step, start.batches, start.stopper)
       results = evaluate(predict_fn, state["params"], test_data, config.eval_batch_size,
                          split="test")
       results.update(score_val(state["params"]))
@@ -543,8 +575,8 @@ def resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_ite
       stopper = validation.EarlyStopping.from_config(config.phases[progress["phase"]])
       stopper.load_json(progress["early_stopping"])
       stopper.best_params = restored.best
-    return Start(restored.state, restored.step, restored.iterator, progress["day"],
-                 progress["warm_start"], progress["train_seconds"], stopper)
+    return Start(restored.state, restored.step, restored.iterator, progress["warm_start"],
+                 progress["train_seconds"], stopper)
   params = model.init(init_rng)
   if not config.init_from:
     return Start(step_lib.init_state(params, txs))

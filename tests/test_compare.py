@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments import table1, table2
-from mtms_jax import compare, significance, train
+from experiments import quality as quality_experiment, table1, table2
+from mtms_jax import compare, quality, significance, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -119,3 +119,22 @@ def test_bad_compare_config_names_the_field():
   config.compare.order = ("mtms_loss",)
   with pytest.raises(ValueError, match="config.compare.baseline"):
     compare.check(config)
+
+
+def test_quality_runs_defaults_curves_and_references(tmp_path):
+  config = quality_experiment.get_config("smoke")
+  out = quality.run(config, str(tmp_path))
+  for f in ("quality.md", "quality.json", "table.md"):
+    assert (tmp_path / f).exists(), f
+  for name in ("mtms", "esmm"):
+    default = json.loads((tmp_path / name / "seed0" / "results.json").read_text())
+    curve = json.loads((tmp_path / "epochs" / name / "1" / "results.json").read_text())
+    # Early stopping off and one epoch: a different run from the default one.
+    assert json.loads((tmp_path / "epochs" / name / "1" / "config.json").read_text())[
+        "phases"][config.compare.rows[name].schedule.order[0]]["early_stopping"][
+        "patience"] == 0
+    expected = max(curve[f"test/all/{t}/auc"] - default[f"test/all/{t}/auc"]
+                   for t in ("ctr", "cvr", "ctcvr"))
+    assert out[f"{name}/below_best_epoch"] == pytest.approx(expected)
+  assert 0.5 < out["logreg/ctr/auc"] <= 1
+  assert "known-fields logistic regression" in (tmp_path / "quality.md").read_text()

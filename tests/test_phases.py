@@ -87,7 +87,7 @@ def test_residual_ranking_starts_at_the_embedding_towers(tiny_data, sharing, ran
   ranking = models.forward(model, params, batch, "ranking")
   for key in ("ctr_logit", "cvr_logit"):
     np.testing.assert_array_equal(ranking[key], towers[key])
-  # Once the residual scale moves, the ranking network's own logits count.
-  params["ranking"]["residual_scale"] = params["ranking"]["residual_scale"] + 1.0
+  # Once the head moves off 0, the ranking network's own logits count.
+  params["ranking"]["head"]["kernel0"] = params["ranking"]["head"]["kernel0"] + 0.1
   moved = models.forward(model, params, batch, "ranking")
   assert (np.asarray(moved["ctr_logit"]) != np.asarray(towers["ctr_logit"])).any()

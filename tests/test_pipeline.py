@@ -42,3 +42,11 @@ def test_eval_batches_cover_rows_once_with_padding():
 def test_too_few_rows_is_a_clear_error():
   with pytest.raises(ValueError, match="fewer than one batch"):
     pipeline.train_iterator(_columns(5), batch_size=8, num_batches=1, seed=0, name="day 3")
+
+
+def test_an_iterator_can_start_at_any_batch_of_the_sequence(tiny_data):
+  whole = pipeline.train_iterator(tiny_data.columns, 64, 300, seed=5)
+  batches = [next(whole)["ids"] for _ in range(300)]
+  later = pipeline.train_iterator(tiny_data.columns, 64, 20, seed=5, first_batch=270)
+  for expected in batches[270:290]:                  # across an epoch's end (187 batches)
+    np.testing.assert_array_equal(next(later)["ids"], expected)

@@ -108,7 +108,8 @@ def _overfitting_config(**early_stopping):
   joint = config.phases.joint
   joint.update(steps=0, epochs=30.0)
   joint.optimizer.learning_rate = 0.005
-  joint.early_stopping.update({"patience": 2, "evals_per_epoch": 4, **early_stopping})
+  joint.early_stopping.update({"patience": 2, "evals_per_epoch": 4, "min_eval_steps": 1,
+                              **early_stopping})
   config.checkpoint.every_steps = 7
   config.log_every = 5
   return config
@@ -209,3 +210,17 @@ def test_dropout_is_drawn_from_the_step_and_keeps_the_mean():
   assert (a["dim4"] != c["dim4"]).any()
   assert float((a["dim4"] == 0).mean()) == pytest.approx(0.25, abs=0.01)
   assert float(a["dim4"].mean()) == pytest.approx(1.0, abs=0.02)
+
+
+def test_phases_can_read_their_own_share_of_each_day(tiny_data):
+  config = common.base_config()
+  config.phases.embedding.update(rows=(0.0, 0.75), min_steps=0)
+  config.phases.ranking.update(rows=(0.75, 1.0), min_steps=0)
+  schedule = train.make_schedule(config, {0: 4000, 1: 4000, 2: 4000})
+  steps = {s.phase: s.steps for s in schedule}
+  assert steps == {"embedding": math.ceil(3 * 3000 / 1024), "ranking": math.ceil(2 * 1000 / 1024)}
+  config.phases.ranking.min_steps = 200
+  assert train.make_schedule(config, {0: 4000, 1: 4000, 2: 4000})[1].steps == 200
+  config.phases.ranking.rows = (0.75, 0.5)
+  with pytest.raises(UserError, match=r"phases.ranking.rows=\(0.75, 0.5\)"):
+    train.make_schedule(config, {0: 4000})

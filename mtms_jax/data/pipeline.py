@@ -21,11 +21,12 @@ class ShuffledBatches:
   """A grain random-access source of `num_batches` shuffled batches over `columns`.
 
   Each epoch is a fresh permutation drawn from (seed, epoch); the last partial batch of an
-  epoch is dropped so every batch has the same shape (one compilation).
+  epoch is dropped so every batch has the same shape (one compilation). Record i is batch
+  `first_batch + i` of that sequence of epochs.
   """
 
   def __init__(self, columns: Mapping[str, np.ndarray], batch_size: int, num_batches: int,
-               seed: int, name: str = "data"):
+               seed: int, name: str = "data", first_batch: int = 0):
     self.columns = dict(columns)
     self.num_rows = len(self.columns["scene"])
     if self.num_rows < batch_size:
@@ -34,6 +35,7 @@ class ShuffledBatches:
     self.batch_size = batch_size
     self.batches_per_epoch = self.num_rows // batch_size
     self.num_batches = num_batches
+    self.first_batch = first_batch
     self.seed = seed
     self._epoch, self._perm = -1, None
 
@@ -48,16 +50,18 @@ class ShuffledBatches:
     return self._perm
 
   def __getitem__(self, i: int) -> Batch:
-    epoch, b = divmod(int(i), self.batches_per_epoch)
+    epoch, b = divmod(self.first_batch + int(i), self.batches_per_epoch)
     rows = self._permutation(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
     # np.take: about 40% faster than fancy indexing for these row gathers.
     return {k: np.take(v, rows, axis=0) for k, v in self.columns.items()}
 
 
 def train_iterator(columns: Mapping[str, np.ndarray], batch_size: int, num_batches: int,
-                   seed: int, name: str = "data") -> grain.DatasetIterator:
-  """A checkpointable iterator over `num_batches` shuffled batches (prefetched in a thread)."""
-  source = ShuffledBatches(columns, batch_size, num_batches, seed, name)
+                   seed: int, name: str = "data", first_batch: int = 0
+                   ) -> grain.DatasetIterator:
+  """A checkpointable iterator over `num_batches` shuffled batches (prefetched in a thread),
+  the first being batch `first_batch` of the sequence of epochs."""
+  source = ShuffledBatches(columns, batch_size, num_batches, seed, name, first_batch)
   dataset = grain.MapDataset.source(source).to_iter_dataset(
       grain.ReadOptions(num_threads=1, prefetch_buffer_size=4))
   return iter(dataset)

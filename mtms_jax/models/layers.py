@@ -140,6 +140,7 @@ class SceneMLP(nn.Module):
   num_scenes: int
   features: Sequence[int]
   activate_last: bool = False
+  zero_last: bool = False         # the last layer starts at 0 (a residual's correction)
   route: str = "auto"
   tile: int | None = None
   max_all_scenes: int = 4
@@ -150,7 +151,9 @@ class SceneMLP(nn.Module):
     """x (B, I), scene (B,) int -> (B, features[-1])."""
     widths = (x.shape[-1],) + tuple(self.features)
     kernel_init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-    layers = [(self.param(f"kernel{i}", kernel_init, (self.num_scenes, fan_in, fan_out)),
+    last = len(widths) - 2
+    layers = [(self.param(f"kernel{i}", nn.initializers.zeros if self.zero_last and i == last
+                          else kernel_init, (self.num_scenes, fan_in, fan_out)),
                self.param(f"bias{i}", nn.initializers.zeros, (self.num_scenes, fan_out)))
               for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]))]
     route = self._route(widths)

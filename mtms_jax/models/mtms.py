@@ -26,8 +26,8 @@ and CVR. The sources (config.ranking_scenes):
 Per example, nothing else grows with S either: the scene bias and the head are gathered
 (or, for a few scenes, computed for all scenes at once; see layers.SceneMLP).
 
-With config.ranking_residual, the ranking network's logits are added, through a scale that
-starts at 0, to the frozen embedding-phase towers' logits on the example's own components:
+With config.ranking_residual, the ranking network's logits, from a head that starts at 0,
+are added to the frozen embedding-phase towers' logits on the example's own components:
 the phase starts exactly at the towers' predictions and, with early stopping restoring its
 best parameters, ends no worse than them on the validation rows. Why: the ranking phase
 reads embeddings frozen after training on the same rows, whose fit to those rows'
@@ -68,10 +68,10 @@ class RankingNetwork(nn.Module):
   """Upper network over aggregated embeddings: shared MLP, one (ctr, cvr) head per scene.
 
   The scene enters as a learned bias of the first layer, gathered per example: the same
-  function as a one-hot scene input, without S input columns. With `residual`, the heads'
-  logits are scaled by a per-(scene, task) factor that starts at 0 and added to the
-  example's own embedding-phase tower logits (`base`): the phase starts from the towers'
-  predictions and learns what aggregating every component adds to them.
+  function as a one-hot scene input, without S input columns. With `residual`, the heads
+  start at 0 and their logits are added to the example's own embedding-phase tower logits
+  (`base`): the phase starts from the towers' predictions and learns what aggregating every
+  component adds to them.
   """
   num_scenes: int
   hidden: tuple[int, ...]
@@ -84,11 +84,10 @@ class RankingNetwork(nn.Module):
     x = nn.relu(Dense(self.hidden[0], name="input")(x) + scene_bias[scene])
     if len(self.hidden) > 1:
       x = nn.relu(MLP(tuple(self.hidden[1:]), name="mlp")(x))
-    logits = SceneMLP(self.num_scenes, (len(TASKS),), name="head")(x, scene)
+    logits = SceneMLP(self.num_scenes, (len(TASKS),), zero_last=self.residual,
+                      name="head")(x, scene)
     if self.residual:
-      scale = self.param("residual_scale", nn.initializers.zeros,
-                         (self.num_scenes, len(TASKS)))
-      logits = base + scale[scene] * logits
+      logits = base + logits
     return logits[:, 0], logits[:, 1]
 
 
