@@ -27,10 +27,20 @@ def parse_loss(spec: str) -> tuple[str, ...]:
   return terms
 
 
-def log1mexp(x: jax.Array) -> jax.Array:
-  """log(1 - exp(x)) for x <= 0, accurate at both ends (Maechler 2012)."""
-  x = jnp.minimum(x, -1e-30)
-  return jnp.where(x > -jnp.log(2.0), jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
+def log_not_both(ctr_logit: jax.Array, cvr_logit: jax.Array, log_p: jax.Array) -> jax.Array:
+  """log(1 - p), p = sigmoid(a) sigmoid(b) = exp(log_p): exact, with gradients bounded by 1.
+
+  For p <= 1/2, log1p(-p). For p > 1/2, log(1 - p) = logsumexp(-a, -b, -a - b) - softplus(-a)
+  - softplus(-b), which stays exact as p -> 1 in float32 where log1p(-p) is log(0). Each
+  branch's inputs are replaced where the other is taken: jnp.where passes a NaN gradient of
+  the branch it discards (0 * inf) through to the parameters.
+  """
+  near_one = log_p > -jnp.log(2.0)
+  a, b = jnp.where(near_one, ctr_logit, 0.0), jnp.where(near_one, cvr_logit, 0.0)
+  high = (jax.nn.logsumexp(jnp.stack([-a, -b, -a - b]), axis=0)
+          - jax.nn.softplus(-a) - jax.nn.softplus(-b))
+  low = jnp.log1p(-jnp.exp(jnp.where(near_one, -1.0, log_p)))
+  return jnp.where(near_one, high, low)
 
 
 def per_example(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array]
@@ -43,7 +53,8 @@ def per_example(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array]
   return {
       "ctr": optax.sigmoid_binary_cross_entropy(ctr_logit, click),
       "cvr": optax.sigmoid_binary_cross_entropy(cvr_logit, conversion),
-      "ctcvr": -(conversion * log_p + (1.0 - conversion) * log1mexp(log_p)),
+      "ctcvr": -(conversion * log_p
+                 + (1.0 - conversion) * log_not_both(ctr_logit, cvr_logit, log_p)),
   }
 
 

@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ def _sigmoid(x):
 
 
 def test_per_example_matches_hand_computation():
-  a, b = np.array([0.3, -1.2, 2.0]), np.array([-0.5, 0.7, 0.1])
-  click, conv = np.array([1., 0., 1.]), np.array([1., 0., 0.])
+  a, b = np.array([0.3, -1.2, 2.0, 3.0]), np.array([-0.5, 0.7, 0.1, 2.5])   # last: p > 1/2
+  click, conv = np.array([1., 0., 1., 1.]), np.array([1., 0., 0., 0.])
   out = losses.per_example({"ctr_logit": jnp.array(a), "cvr_logit": jnp.array(b)},
                            {"click": jnp.array(click), "conversion": jnp.array(conv)})
   np.testing.assert_allclose(out["ctr"], _bce(_sigmoid(a), click), rtol=1e-6)
@@ -55,6 +56,23 @@ def test_ctcvr_finite_at_extreme_logits(logit):
   assert np.isfinite(out["ctcvr"]).all()
   if logit < 0:    # p(ctcvr) ~ exp(2 * logit) ~ 0, so the loss of a negative is ~0
     np.testing.assert_allclose(out["ctcvr"], 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("conversion", [0.0, 1.0])
+def test_ctcvr_gradient_finite_and_exact(conversion):
+  """Logits where p(click & conversion) rounds to 1 in float32 once gave NaN gradients (a
+  discarded jnp.where branch's log(0)), which killed long runs; and the gradient is exact."""
+  def loss(a, b):
+    return losses.per_example({"ctr_logit": a, "cvr_logit": b},
+                              {"click": jnp.ones_like(a), "conversion": conversion + 0 * a}
+                              )["ctcvr"].sum()
+  extreme = jnp.array([1e9, 60.0, 20.0, -20.0, -1e9])
+  grads = jax.grad(loss, argnums=(0, 1))(extreme, extreme)
+  assert all(np.isfinite(g).all() and (np.abs(g) <= 1.0).all() for g in grads)
+  a, b = np.array([3.0, 0.2, -2.0]), np.array([2.5, -0.4, 1.0])
+  grad_a = jax.grad(loss)(jnp.array(a), jnp.array(b))
+  p = _sigmoid(a) * _sigmoid(b)   # d/da of the BCE of p: (p - y) / (p (1 - p)) * p (1 - sig(a))
+  np.testing.assert_allclose(grad_a, (p - conversion) / (1 - p) * (1 - _sigmoid(a)), rtol=1e-5)
 
 
 def test_bad_spec():
