@@ -1,7 +1,7 @@
 r"""`make quality`: every model at its defaults on held-out rows of a workload with a known
 oracle, and what each would have got after 1, 2, 3 epochs without early stopping.
 
-  make quality                                   # experiments/quality.py, ~1 hour on 2 cores
+  make quality                                   # experiments/quality.py, about 30 min on 2 cores
   make quality ARGS="--config.compare.seeds=1 --config.quality.curve_epochs='(1,)'"
 
 The workload (`mtms_jax.data.zipf`, data seed 1: never the draw the defaults were tried on)
