@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import common
-from mtms_jax import errors, export, models, serving, step, train
+from mtms_jax import errors, export, models, serving, serving_bench, step, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -84,3 +84,13 @@ def test_export_of_a_folder_without_a_run_is_a_user_error(tmp_path):
   assert proc.stderr.strip().splitlines() == [
       f"error: --workdir={str(tmp_path)!r} is not a trained run's folder (it needs "
       "config.json, feature_schema.json and checkpoints/)"]
+
+
+def test_serving_bench_reports_percentiles_per_batch_size(smoke_run, tmp_path):
+  export.export(str(smoke_run), str(tmp_path))
+  rows = serving_bench.measure(serving.load(str(tmp_path)), [1, 16], calls=5, warmup=1,
+                               rounds=2)
+  assert [r["batch"] for r in rows] == [1, 16]
+  for r in rows:
+    assert 0 < r["p50_ms"] <= r["p99_ms"]
+  assert "| 16 |" in serving_bench.format_table(rows)
