@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from mtms_jax import checkpoint, errors, kernels, models, step as step_lib
 from mtms_jax.schema import FeatureSchema
@@ -93,12 +93,18 @@ def export(workdir: str, out: str) -> dict:
   config, schema = load_run(workdir)
   model = models.get_model(schema, config.model)
   params, source = restore_params(workdir, model, schema)
+  return write_artifact(out, config, model, params, {
+      "workdir": os.path.abspath(workdir), "step": source["step"], "model": config.model.name})
+
+
+def write_artifact(out: str, config: ml_collections.ConfigDict, model, params: dict,
+                   source: dict) -> dict:
+  """Writes `model` with `params` to `out` (module docstring); `source` goes to schema.json."""
   flat = flat_names(params)
-  score = make_score_fn(config, model, params)
   with kernels.disabled():
-    exported = jax.export.export(score)(
+    exported = jax.export.export(make_score_fn(config, model, params))(
         {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()},
-        batch_spec(schema))
+        batch_spec(model.schema))
   os.makedirs(os.path.join(out, PARAMS), exist_ok=True)
   with open(os.path.join(out, GRAPH), "wb") as f:
     f.write(exported.serialize())
@@ -108,12 +114,10 @@ def export(workdir: str, out: str) -> dict:
     manifest[name] = {"file": f"{PARAMS}/{i}.npy", "shape": list(value.shape),
                       "dtype": str(value.dtype)}
     np.save(os.path.join(out, manifest[name]["file"]), value)
-  info = {**schema.to_dict(), "tasks": list(TASKS),
+  info = {**model.schema.to_dict(), "tasks": list(TASKS),
           "batch": {k: {"shape": ["batch", *v.shape[1:]], "dtype": str(v.dtype)}
-                    for k, v in batch_spec(schema, 1).items()},
-          "prediction_phases": step_lib.prediction_phases(config, model),
-          "source": {"workdir": os.path.abspath(workdir), "step": source["step"],
-                     "model": config.model.name}}
+                    for k, v in batch_spec(model.schema, 1).items()},
+          "prediction_phases": step_lib.prediction_phases(config, model), "source": source}
   for name, content in ((MANIFEST, manifest), (SCHEMA, info)):
     with open(os.path.join(out, name), "w") as f:
       json.dump(content, f, indent=2)
@@ -127,6 +131,7 @@ _OUT = flags.DEFINE_string("out", None, "Folder to write the serving artifact to
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)       # orbax logs every read at INFO
   try:
     info = export(_WORKDIR.value, _OUT.value)
   except errors.UserError as e:

@@ -11,6 +11,7 @@ import pytest
 
 from experiments import common
 from mtms_jax import errors, export, models, serving, serving_bench, step, train
+from mtms_jax.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -20,8 +21,18 @@ def in_framework_predictions(workdir, columns):
   config, schema = export.load_run(str(workdir))
   model = models.get_model(schema, config.model)
   params, _ = export.restore_params(str(workdir), model, schema)
+  return predictions(config, model, params, columns)
+
+
+def predictions(config, model, params, columns):
   predict_fn = step.make_predict_fn(model, step.prediction_phases(config, model))
   return jax.device_get(predict_fn(params, columns))
+
+
+def random_columns(rng, vocab, num_dense, num_scenes, n):
+  return {"ids": (rng.random((n, len(vocab))) * vocab).astype(np.int32),
+          "dense": rng.standard_normal((n, num_dense)).astype(np.float32),
+          "scene": rng.integers(0, num_scenes, n).astype(np.int32)}
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +59,7 @@ def test_serving_scores_equal_in_framework_predictions(run, request, tmp_path):
   rng = np.random.default_rng(0)
   vocab = np.array([f["vocab_size"] for f in schema_json["sparse"]])
   for n in (1, 257):
-    columns = {"ids": (rng.random((n, len(vocab))) * vocab).astype(np.int32),
-               "dense": rng.standard_normal((n, 1)).astype(np.float32),
-               "scene": rng.integers(0, 2, n).astype(np.int32)}
+    columns = random_columns(rng, vocab, 1, 2, n)
     served = scorer.score(columns)
     expected = in_framework_predictions(workdir, columns)
     for task in ("ctr", "cvr"):
@@ -62,6 +71,23 @@ def test_serving_scores_equal_in_framework_predictions(run, request, tmp_path):
   assert tables
   assert (tmp_path / "model.stablehlo").stat().st_size < sum(
       scorer.params[k].nbytes for k in tables)
+
+
+def test_export_of_many_scenes_with_a_symbolic_batch(tmp_path):
+  """Eight scenes: the towers take the grouped route, whose tiles depend on the batch size."""
+  config = common.base_config("smoke")
+  schema = synthetic.load(num_scenes=8, num_days=1, rows_per_day=100, num_users=50,
+                          num_ads=20).schema
+  model = models.get_model(schema, config.model)
+  params = model.init(jax.random.key(0))
+  export.write_artifact(str(tmp_path), config, model, params, {"model": "mtms"})
+  scorer = serving.load(str(tmp_path))
+  vocab = np.array([f.vocab_size for f in schema.sparse])
+  for n in (3, 100):
+    columns = random_columns(np.random.default_rng(n), vocab, 1, 8, n)
+    served, expected = scorer.score(columns), predictions(config, model, params, columns)
+    for task in ("ctr", "cvr"):
+      np.testing.assert_allclose(served[task], expected[task], rtol=0, atol=1e-6)
 
 
 def test_serving_rejects_ids_outside_the_vocabulary(smoke_run, tmp_path):
