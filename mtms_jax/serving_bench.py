@@ -18,7 +18,7 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from mtms_jax import errors, export, serving
 
@@ -73,6 +73,7 @@ def format_table(rows: list) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
   if not os.path.exists(os.path.join(_EXPORTED.value, export.SCHEMA)):
     print(f"error: --exported={_EXPORTED.value!r} holds no exported model; write one with "
           "python -m mtms_jax.export --workdir checkpoints/NAME --out exported/NAME",
