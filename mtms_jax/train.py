@@ -684,6 +684,8 @@ def train_with_added_scenes(config: ml_collections.ConfigDict, workdir: str
   `added_scenes_config` runs in `<workdir>/added`. results.json: the added run's results,
   and the base run's under 'base/' when it was trained here."""
   os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
   results, base = {}, config.add_scene.base
   if not base:
     base = os.path.join(workdir, "base")
