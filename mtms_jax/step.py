@@ -219,14 +219,16 @@ def frozen_scene_indices(model, phase: str, phase_config) -> tuple[int, ...]:
   if unknown:
     raise UserError(f"phases.{phase}.frozen_scenes: {unknown} are not scenes of the data "
                     f"{list(model.schema.scenes)}")
-  return tuple(model.schema.scenes.index(n) for n in names)
+  indices = tuple(model.schema.scenes.index(n) for n in names)
+  model.components_of_scenes(indices)        # raises if the scenes share their components
+  return indices
 
 
 def keep_frozen(model, scenes, old: dict, new: dict) -> dict:
   """`new` params with the embedding tables' rows and tower slices of `scenes` taken from
   `old`: whatever the optimizer did (weight decay, Adam moments of earlier steps), those
   stay bitwise as they were. What a phase with `frozen_scenes` applies after each update,
-  e.g. to train a newly added scene's components only (mtms_jax/add_scene.py)."""
+  e.g. to train a newly added scene's components only (train.train_with_added_scenes)."""
   masks = model.scene_masks(old["embedding"], scenes)
   embedding = {**new["embedding"], **jax.tree.map(
       lambda m, o, n: jnp.where(m, o, n), masks,

@@ -1,6 +1,7 @@
 """A scene added to a trained model: the old scene's components stay bitwise as trained."""
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -72,10 +73,15 @@ def test_embedding_phase_updates_only_unfrozen_scenes(added_run, frozen):
   assert all(same) if frozen else not any(same)
 
 
-def test_frozen_scenes_must_name_scenes_of_the_data(added_run):
-  _, config, _ = added_run
+def test_frozen_scenes_must_name_scenes_of_the_data():
+  config = add_scene.get_config("smoke")
   phase = config.phases.embedding.to_dict()
   phase["frozen_scenes"] = ("feed",)
   model = models.get_model(train.load_data(config.data).schema, config.model)
   with pytest.raises(UserError, match=r"\['feed'\] are not scenes"):
     step.frozen_scene_indices(model, "embedding", phase)
+  phase["frozen_scenes"] = ("scene0",)
+  shared = models.get_model(model.schema,
+                            ml_collections.ConfigDict({**config.model, "sharing": "all"}))
+  with pytest.raises(UserError, match="every scene shares one component"):
+    step.frozen_scene_indices(shared, "embedding", phase)

@@ -44,6 +44,7 @@ import ml_collections
 import numpy as np
 
 from mtms_jax import embedding
+from mtms_jax.errors import UserError
 from mtms_jax.models.layers import MLP, Dense, SceneMLP
 from mtms_jax.schema import FeatureSchema
 
@@ -129,6 +130,9 @@ class Model:
 
   def components_of_scenes(self, scenes) -> list[int]:
     """The components (table sets) the given scene indices own, sorted."""
+    if self.config.sharing == "all":
+      raise UserError("config.model.sharing='all': every scene shares one component, so "
+                      "no scene's tables can be told apart")
     return sorted({int(self.component(np.asarray(s), t)) for s in scenes
                    for t in range(len(TASKS))})
 
@@ -136,9 +140,6 @@ class Model:
     """Masks over params['embedding'], True where a parameter belongs to one of `scenes`:
     their components' table rows ((rows, 1) per table) and their slices of the towers
     (every tower leaf is stacked over scenes, SceneMLP). Broadcast against the leaves."""
-    if self.config.sharing == "all":
-      raise ValueError("config.model.sharing='all': every scene shares one component, so "
-                       "no scene's tables can be told apart")
     components = self.components_of_scenes(scenes)
     tables = {k: np.isin(np.arange(t.shape[0]) % self.layout.num_components,
                          components)[:, None]
