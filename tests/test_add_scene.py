@@ -15,7 +15,13 @@ def added_run(tmp_path_factory):
   """experiments/add_scene.py on its smoke shrink: base (scene0) and added (both) runs."""
   workdir = tmp_path_factory.mktemp("add_scene")
   config = add_scene.get_config("smoke")
-  return workdir, config, train.train_and_evaluate(config, str(workdir))
+  # Compile time is most of a smoke run: fewer XLA passes, restored afterwards.
+  saved = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    return workdir, config, train.train_and_evaluate(config, str(workdir))
+  finally:
+    jax.config.update("jax_disable_most_optimizations", saved)
 
 
 def final_params(workdir):
