@@ -20,7 +20,7 @@ TRAIN_ENV := GLIBC_TUNABLES=$(MALLOC_TUNABLES)
 # the build warns and the models use their XLA routes (mtms_jax.kernels.available()).
 KERNELS := mtms_jax/kernels/_build/libscene_matmul.so
 
-.PHONY: setup experiment test lint bench sweep quality clean
+.PHONY: setup experiment test lint bench bench-serving export sweep quality clean
 
 setup: $(STAMP) $(KERNELS)
 
@@ -47,6 +47,15 @@ test: $(STAMP) $(KERNELS)
 # Training throughput per model on a generated workload; writes bench.json (README, Performance).
 bench: $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.bench $(ARGS)
+
+# The serving artifact of checkpoints/NAME[/RUN] in exported/NAME[/RUN] (mtms_jax/export.py),
+# and its scoring latency on this CPU (README, Export and serving).
+EXPORTED := exported/$(NAME)$(if $(RUN),/$(RUN),)
+export: $(STAMP) $(KERNELS)
+	$(PY) -m mtms_jax.export --workdir $(WORKDIR) --out $(EXPORTED) $(ARGS)
+
+bench-serving: $(STAMP)
+	$(PY) -m mtms_jax.serving_bench --exported $(EXPORTED) $(ARGS)
 
 # Every model at its defaults on held-out rows of a workload with a known oracle, plus
 # epoch curves; writes checkpoints/quality/quality.md (README, Quality). Rerun to resume.

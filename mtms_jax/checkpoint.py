@@ -39,6 +39,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from mtms_jax.errors import UserError
+from mtms_jax.schema import FeatureSchema
+
 CHECKPOINTS = "checkpoints"              # folder of a workdir that holds its checkpoints
 CORRUPT = "corrupt_checkpoints"          # where unreadable checkpoints are moved, not deleted
 STATE, DATA, PROGRESS, CONFIG, SCHEMA, BEST = ("state", "data", "progress", "config", "schema",
@@ -276,10 +279,7 @@ def warm_start(path: str, params: dict, schema: dict, subtrees) -> tuple[dict, d
   if not subtrees or unknown:
     raise ValueError(f"config.init_load={subtrees}: expected a non-empty subset of the "
                      f"params' top-level keys {sorted(params)}")
-  root, step = find(path)
-  # Item handlers read one item of another run's checkpoint, without a manager over its folder.
-  step_dir = epath.Path(os.path.abspath(root)) / str(step)
-  saved_schema = ocp.JsonCheckpointHandler().restore(step_dir / SCHEMA)
+  step_dir, saved_schema = saved_schema_of(path)
   check_same("feature schema", f"init_from checkpoint {step_dir}", saved_schema,
              json.loads(json.dumps(schema)), "Warm starts need the same fields, "
              "vocabularies, dims and scenes.")
@@ -292,5 +292,40 @@ def warm_start(path: str, params: dict, schema: dict, subtrees) -> tuple[dict, d
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True))
   handler.close()
-  source = {"path": str(step_dir), "step": step, "loaded": list(subtrees)}
+  source = {"path": str(step_dir), "step": int(step_dir.name), "loaded": list(subtrees)}
   return {**params, **loaded["params"]}, source
+
+
+def saved_schema_of(path: str) -> tuple[epath.Path, dict]:
+  """(step folder, its feature schema) of the checkpoint `find(path)` names."""
+  root, step = find(path)
+  # Item handlers read one item of another run's checkpoint, without a manager over its folder.
+  step_dir = epath.Path(os.path.abspath(root)) / str(step)
+  return step_dir, ocp.JsonCheckpointHandler().restore(step_dir / SCHEMA)
+
+
+def warm_start_new_scenes(path: str, model, params: dict, make_model) -> tuple[dict, dict]:
+  """`params` of `model` with params['embedding'] of the checkpoint at `path`, whose schema
+  lacks some of `model`'s scenes: its scenes' components and tower slices are copied by
+  scene name (`model.embedding_from`), the new scenes' stay as in `params`.
+
+  make_model: schema -> the model of the same config on that schema (the checkpoint's).
+  Raises UserError unless the two schemas have the same fields and every saved scene is
+  among `model`'s.
+  """
+  _, saved = saved_schema_of(path)
+  old_schema, schema = FeatureSchema.from_dict(saved), model.schema
+  fields = lambda d: {k: d[k] for k in ("sparse", "dense")}  # noqa: E731
+  check_same("feature fields", f"init_from={path!r}", fields(saved),
+             fields(json.loads(json.dumps(schema.to_dict()))),
+             "Adding scenes needs the same fields, vocabularies and dims.")
+  missing = sorted(set(old_schema.scenes) - set(schema.scenes))
+  if missing:
+    raise UserError(f"init_from={path!r} has scenes {missing} that the data lacks "
+                    f"(its scenes: {list(schema.scenes)})")
+  old_model = make_model(old_schema)
+  abstract = jax.eval_shape(old_model.init, jax.random.key(0))
+  old, source = warm_start(path, abstract, saved, ("embedding",))
+  scenes = {i: schema.scenes.index(name) for i, name in enumerate(old_schema.scenes)}
+  embedding = model.embedding_from(old_model, old["embedding"], params["embedding"], scenes)
+  return {**params, "embedding": embedding}, {**source, "scenes": list(old_schema.scenes)}

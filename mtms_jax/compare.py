@@ -120,9 +120,9 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return {**results, "train_seconds": json.load(f)["train_seconds"]}
 
 
-def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """{task: (labels, predictions)} on the rows of `scene` ('all': every row) in a run's
-  saved predictions."""
+def scene_predictions(workdir: str, scene: str) -> dict[str, np.ndarray]:
+  """A run's saved test predictions ('ctr', 'cvr') and labels ('click', 'conversion') on the
+  rows of `scene` ('all': every row), in the test day's order."""
   with open(os.path.join(workdir, "feature_schema.json")) as f:
     scenes = json.load(f)["scenes"]
   if scene not in scenes + ["all"]:
@@ -130,8 +130,14 @@ def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.nda
   saved = np.load(os.path.join(workdir, PREDICTIONS))
   rows = (np.ones_like(saved["scene"], bool) if scene == "all"
           else saved["scene"] == scenes.index(scene))
-  click, conversion = saved["click"][rows], saved["conversion"][rows]
-  ctr, cvr = saved["ctr"][rows], saved["cvr"][rows]
+  return {k: saved[k][rows] for k in ("ctr", "cvr", "click", "conversion")}
+
+
+def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{task: (labels, predictions)} on the rows of `scene` ('all': every row) in a run's
+  saved predictions."""
+  saved = scene_predictions(workdir, scene)
+  click, conversion, ctr, cvr = (saved[k] for k in ("click", "conversion", "ctr", "cvr"))
   clicked = click > 0.5
   return {"ctr": (click, ctr), "cvr": (conversion[clicked], cvr[clicked]),
           "ctcvr": (conversion, ctr * cvr)}

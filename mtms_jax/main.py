@@ -5,7 +5,8 @@ Rerunning the same command resumes from DIR's latest checkpoint. SIGTERM or SIGI
 saves a checkpoint and exits with status 128 + the signal number (143, 130), so schedulers
 that restart failed jobs restart it; the message says how to resume. A config with a
 `compare` section (experiments/table1.py) runs a multi-model comparison (compare.py), one
-with a `quality` section too (experiments/quality.py) the quality benchmark (quality.py).
+with a `quality` section too (experiments/quality.py) the quality benchmark (quality.py), one
+with a `replay` section too (experiments/replay.py) an auction replay (replay.py).
 A mistake the user can fix (`errors.UserError`: a config value, a data file) is printed as
 one line and exits with status 2; `--verbosity=1` shows its traceback too.
 """
@@ -16,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import compare, errors, quality, train
+from mtms_jax import compare, errors, quality, replay, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -32,8 +33,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     config = _CONFIG.value
-    run = (quality.run if "quality" in config else compare.run if "compare" in config
-           else train.train_and_evaluate)
+    run = (quality.run if "quality" in config else replay.run if "replay" in config
+           else compare.run if "compare" in config else train.train_and_evaluate)
     run(config, _WORKDIR.value)
   except train.Interrupted as e:
     command = shlex.join([sys.executable, "-m", "mtms_jax.main"] + sys.argv[1:])

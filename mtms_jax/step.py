@@ -25,7 +25,9 @@ decays); `optimizer.weight_decay` decays the networks' kernels (optim.py); `drop
 that share of the networks' inputs (the looked-up embeddings and dense features) in
 training updates, with a key drawn from `seed` and the step, so a resumed run draws the
 same masks. The learning rate of tables and networks follows the phase's schedule
-(`optim.lr_schedule`) by its update count.
+(`optim.lr_schedule`) by its update count. `frozen_scenes` (phases.<p>, MTMS: scene names)
+keeps the tables' rows and tower slices of those scenes' components as they were
+(`keep_frozen`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import ml_collections
 import optax
 
 from mtms_jax import embedding, losses, models, optim, sparse
+from mtms_jax.errors import UserError
 
 State = dict[str, Any]
 
@@ -149,6 +152,7 @@ def make_update_fn(model, tx: PhaseOptimizer, phase: str,
   rate = phase_config.get("dropout", 0.0)
   if not 0 <= rate < 1:
     raise ValueError(f"phases.{phase}.dropout={rate}: expected 0 <= dropout < 1")
+  frozen = frozen_scene_indices(model, phase, phase_config)
   base_key = jax.random.key(seed)
 
   def loss_from_rows(params, rows, batch, step):
@@ -191,6 +195,8 @@ def make_update_fn(model, tx: PhaseOptimizer, phase: str,
     params = optax.apply_updates(dense, updates)
     if not tx.dense_tables:
       params = with_tables(params, tables)
+    if frozen:
+      params = keep_frozen(model, frozen, state["params"], params)
     opt_state = {**opt_state, "dense": dense_opt, "count": opt_state["count"] + 1}
     new_state = {"params": params, "opt": {**state["opt"], phase: opt_state},
                  "step": step + 1}
@@ -198,6 +204,36 @@ def make_update_fn(model, tx: PhaseOptimizer, phase: str,
     return new_state, measurements
 
   return jax.jit(update, donate_argnums=0)
+
+
+def frozen_scene_indices(model, phase: str, phase_config) -> tuple[int, ...]:
+  """Indices of the scenes `phases.<phase>.frozen_scenes` names; UserError if a name is not
+  a scene of the model's data, or the model has no per-scene parameters."""
+  names = tuple(phase_config.get("frozen_scenes", ()))
+  if not names:
+    return ()
+  if not hasattr(model, "scene_masks"):
+    raise UserError(f"phases.{phase}.frozen_scenes={names}: model "
+                    f"{type(model).__module__} has no per-scene parameters to freeze")
+  unknown = sorted(set(names) - set(model.schema.scenes))
+  if unknown:
+    raise UserError(f"phases.{phase}.frozen_scenes: {unknown} are not scenes of the data "
+                    f"{list(model.schema.scenes)}")
+  indices = tuple(model.schema.scenes.index(n) for n in names)
+  model.components_of_scenes(indices)        # raises if the scenes share their components
+  return indices
+
+
+def keep_frozen(model, scenes, old: dict, new: dict) -> dict:
+  """`new` params with the embedding tables' rows and tower slices of `scenes` taken from
+  `old`: whatever the optimizer did (weight decay, Adam moments of earlier steps), those
+  stay bitwise as they were. What a phase with `frozen_scenes` applies after each update,
+  e.g. to train a newly added scene's components only (train.train_with_added_scenes)."""
+  masks = model.scene_masks(old["embedding"], scenes)
+  embedding = {**new["embedding"], **jax.tree.map(
+      lambda m, o, n: jnp.where(m, o, n), masks,
+      {k: old["embedding"][k] for k in masks}, {k: new["embedding"][k] for k in masks})}
+  return {**new, "embedding": embedding}
 
 
 def trained_tasks(loss_spec: str) -> set[str]:

@@ -8,6 +8,7 @@ use their XLA routes, which the tests also compare the kernels against.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import pathlib
@@ -29,9 +30,30 @@ def build(compiler: str = "g++") -> pathlib.Path:
   return LIBRARY
 
 
-@functools.cache
+_disabled = False
+
+
 def available() -> bool:
-  """Whether the kernels are built, loaded and registered for jax's default backend."""
+  """Whether the kernels are built, loaded and registered for jax's default backend, and
+  not `disabled()`."""
+  return not _disabled and _load()
+
+
+@contextlib.contextmanager
+def disabled():
+  """Inside, `available()` is False, so the models trace their pure-XLA routes: a program
+  exported for serving (mtms_jax/export.py) then holds no custom call that another process
+  would have to register first."""
+  global _disabled
+  saved, _disabled = _disabled, True
+  try:
+    yield
+  finally:
+    _disabled = saved
+
+
+@functools.cache
+def _load() -> bool:
   if jax.default_backend() != "cpu" or not LIBRARY.exists():
     return False
   if LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:

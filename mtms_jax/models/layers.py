@@ -224,5 +224,7 @@ def auto_tile(batch: int, num_scenes: int) -> int:
   of the batch. Bigger tiles make bigger, faster matmuls on a CPU: one (320, 16, 8) tower's
   forward and backward on 2048 rows over 10 scenes took 2.5 ms with 64-row tiles, 3.3-3.9 ms
   with 16; over 100 scenes 16-row tiles beat 8-row ones (4.7 against 10.5 ms)."""
+  if not isinstance(batch, int):     # symbolic (jax.export): no comparison can be decided
+    return 16
   target = max(batch // (3 * num_scenes), 1)
   return int(min(max(1 << (target.bit_length() - 1), 16), 64))

@@ -41,8 +41,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from mtms_jax import embedding
+from mtms_jax.errors import UserError
 from mtms_jax.models.layers import MLP, Dense, SceneMLP
 from mtms_jax.schema import FeatureSchema
 
@@ -125,6 +127,49 @@ class Model:
     if self.config.sharing == "tasks":
       return scene
     return jnp.zeros_like(scene)
+
+  def components_of_scenes(self, scenes) -> list[int]:
+    """The components (table sets) the given scene indices own, sorted."""
+    if self.config.sharing == "all":
+      raise UserError("config.model.sharing='all': every scene shares one component, so "
+                      "no scene's tables can be told apart")
+    return sorted({int(self.component(np.asarray(s), t)) for s in scenes
+                   for t in range(len(TASKS))})
+
+  def scene_masks(self, embedding_params: dict, scenes) -> dict:
+    """Masks over params['embedding'], True where a parameter belongs to one of `scenes`:
+    their components' table rows ((rows, 1) per table) and their slices of the towers
+    (every tower leaf is stacked over scenes, SceneMLP). Broadcast against the leaves."""
+    components = self.components_of_scenes(scenes)
+    tables = {k: np.isin(np.arange(t.shape[0]) % self.layout.num_components,
+                         components)[:, None]
+              for k, t in embedding_params["tables"].items()}
+    own = np.isin(np.arange(self.num_scenes), list(scenes))
+    towers = jax.tree.map(lambda leaf: own.reshape((-1,) + (1,) * (leaf.ndim - 1)),
+                          embedding_params["towers"])
+    return {"tables": tables, "towers": towers}
+
+  def embedding_from(self, old_model: Model, old: dict, new: dict, scenes: dict) -> dict:
+    """`new` params['embedding'] of this model with `old_model`'s scenes copied in:
+    scenes = {old scene index: this model's index}. Each (scene, task) component's table
+    rows and the scene's tower slices are copied; other scenes keep `new`'s."""
+    pairs = [(int(old_model.component(np.asarray(s_old), t)),
+              int(self.component(np.asarray(s_new), t)))
+             for s_old, s_new in scenes.items() for t in range(len(TASKS))]
+    source, target = (np.array(x) for x in zip(*pairs))
+    c_old, c_new = old_model.layout.num_components, self.layout.num_components
+
+    def copy_components(o, n):
+      # Rows are (field_offset + id) * C + component: a (V, C, D) view per table.
+      n = n.reshape(-1, c_new, n.shape[-1]).at[:, target].set(
+          o.reshape(-1, c_old, o.shape[-1])[:, source])
+      return n.reshape(-1, n.shape[-1])
+
+    old_scenes, new_scenes = np.array(list(scenes)), np.array(list(scenes.values()))
+    return {**new,
+            "tables": jax.tree.map(copy_components, old["tables"], new["tables"]),
+            "towers": jax.tree.map(lambda o, n: n.at[new_scenes].set(o[old_scenes]),
+                                   old["towers"], new["towers"])}
 
   def scene_components(self, scene: jax.Array) -> jax.Array:
     """(B,) -> (B, C / S): the distinct components of each example's scene."""
