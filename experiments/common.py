@@ -7,6 +7,8 @@
 
 import ml_collections
 
+from mtms_jax import parallel
+
 
 def parse_arg(arg, known=("smoke",)):
   """'smoke' or None (or other `known` flags, ','-joined) -> set of flags."""
@@ -108,6 +110,10 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
       "best_mode": "max",
   })
   config.sweep = ml_collections.ConfigDict({"metric": "test/all/ctcvr/auc", "mode": "max"})
+  # Devices and processes (mtms_jax/parallel.py, docs/SCALING.md): mode none | pmap | mesh,
+  # table_sharding replicated | rows, and for several processes coordinator, num_processes,
+  # process_id (num_processes 0: one process, or what a SLURM/TPU environment says).
+  config.parallel = ml_collections.ConfigDict(parallel.DEFAULTS)
   if "smoke" in parse_arg(arg):
     shrink(config)
   return config

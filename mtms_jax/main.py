@@ -16,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import compare, errors, quality, train
+from mtms_jax import compare, errors, parallel, quality, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -32,6 +32,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     config = _CONFIG.value
+    parallel.initialize(config)
     run = (quality.run if "quality" in config else compare.run if "compare" in config
            else train.train_and_evaluate)
     run(config, _WORKDIR.value)

@@ -19,6 +19,7 @@ With `config.daily` set, the run is the paper's day-by-day protocol instead (see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -35,7 +36,8 @@ import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
-from mtms_jax import checkpoint, metrics, models, plots, step as step_lib, validation
+from mtms_jax import (checkpoint, metrics, models, parallel, plots, step as step_lib,
+                      validation)
 from mtms_jax.data import Dataset, pipeline, registry
 from mtms_jax.errors import UserError
 
@@ -358,7 +360,11 @@ class Loop:
         self.stopper = stopper if step > start else self.start_segment(segment, state)
         stopper = None
         while step < end:
-          state, measurements = self.update_fns[segment.phase](state, next(batches))
+          batch = next(batches)
+          # The input pipeline placed the batch on the devices (parallel.place_batch) and the
+          # state lives there: a copy here would be a bug that costs a transfer every step.
+          with jax.transfer_guard("disallow"):
+            state, measurements = self.update_fns[segment.phase](state, batch)
           step += 1
           self.maybe_send_test_signal(step)
           pending.append((step, segment, measurements["loss"]))
@@ -468,7 +474,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   if config.get("daily"):
     return train_day_by_day(config, workdir)
-  os.makedirs(workdir, exist_ok=True)
+  # Process 0 of a multi-process run writes the run's files; the others their own copies
+  # in process<i>/ (checkpoints are one, written together).
+  logdir = parallel.log_dir(workdir)
+  os.makedirs(logdir, exist_ok=True)
   data = load_data(config.data)
   days = validation.split(config, data)
   train_days, val_data, test_data = days.train, days.val, days.test
@@ -478,9 +487,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   init_rng = jax.random.key(config.seed)
   schedule = make_schedule(config, {d: len(ds) for d, ds in train_days.items()})
   phase_total = {p: sum(s.steps for s in schedule if s.phase == p) for p in config.schedule.order}
+  plan = parallel.make_plan(config)
   txs = step_lib.make_phase_txs(config, model, jax.eval_shape(model.init, init_rng), phase_total)
-  update_fns = {phase: step_lib.make_update_fn(model, tx, phase, config.phases[phase],
-                                               config.seed)
+  abstract_state = jax.eval_shape(lambda rng: step_lib.init_state(model.init(rng), txs),
+                                  init_rng)
+  parallel.check_tables(plan, abstract_state["params"])
+  shardings = parallel.state_shardings(plan, abstract_state)
+  update_fns = {phase: parallel.compile_update(plan, update_factory(model, tx, phase, config),
+                                               shardings)
                 for phase, tx in txs.items()}
   predict_fn = step_lib.make_predict_fn(model, step_lib.prediction_phases(config, model))
   phase_predict_fns = {phase: step_lib.make_predict_fn(model, phase) for phase in txs}
@@ -494,7 +508,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     columns = {k: v[row_slice(len(data), segment.rows)] for k, v in data.columns.items()}
     return pipeline.train_iterator(columns, config.batch_size, segment.steps,
                                    seed=config.seed * 100_003 + segment.day, name=data.name,
-                                   first_batch=first)
+                                   first_batch=first, share=parallel.process_share(),
+                                   place=functools.partial(parallel.place_batch, plan))
 
   def score_val(params) -> dict:
     return metrics.report("val", val_data.columns,
@@ -519,11 +534,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                     "schedule": [dataclasses.asdict(s) for s in schedule]}))
   with checkpoint.Checkpoints(workdir, config.checkpoint) as checkpoints:
     start = resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_iterator,
-                            identity)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+                            identity, parallel.with_shardings(abstract_state, shardings))
+    start.state = jax.device_put(start.state, shardings)
+    with open(os.path.join(logdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-    data.schema.save(os.path.join(workdir, "feature_schema.json"))
-    with RunWriter(workdir, start.step) as writer:
+    data.schema.save(os.path.join(logdir, "feature_schema.json"))
+    with RunWriter(logdir, start.step) as writer:
       loop = Loop(config, workdir, schedule, update_fns, make_iterator, checkpoints, writer,
                   score_val, score_phase, model.phases, identity, start.warm_start,
                   start.seconds_before)
@@ -533,32 +549,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       results.update(score_val(state["params"]))
       if config.get("save_predictions", False):   # for compare.py's paired significance tests
         save_predictions(predict_fn, state["params"], test_data, config.eval_batch_size,
-                         os.path.join(workdir, "test_predictions.npz"))
+                         os.path.join(logdir, "test_predictions.npz"))
       results["train_steps"] = int(state["step"])     # updates done (early stops skip some)
       writer.write(loop.total, results, day=config.test_day, phase="eval")
     best_step = checkpoints.best_step()
 
-  write_atomically(os.path.join(workdir, "results.json"),
+  write_atomically(os.path.join(logdir, "results.json"),
                    json.dumps(results, indent=2, sort_keys=True))
   run_info = {"train_seconds": loop.train_seconds(), "resumed_from_step": start.step or None,
               "warm_start": start.warm_start, "best_checkpoint_step": best_step}
-  write_atomically(os.path.join(workdir, "run.json"), json.dumps(run_info, indent=2))
+  write_atomically(os.path.join(logdir, "run.json"), json.dumps(run_info, indent=2))
   print(f"\nTest day {config.test_day} ({len(test_data)} rows), model {config.model.name}, "
         f"{results['train_steps']} steps, {run_info['train_seconds']:.1f} s of training:")
   print(metrics.format_table(results, "test", data.schema.scenes))
   return results
 
 
+def update_factory(model, tx, phase: str, config: ml_collections.ConfigDict):
+  """axis_name -> the phase's pure update (`step.make_update`), for `parallel.compile_update`."""
+  return lambda axis_name: step_lib.make_update(model, tx, phase, config.phases[phase],
+                                                config.seed, axis_name)
+
+
 def resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_iterator,
-                    identity) -> Start:
+                    identity, abstract_state) -> Start:
   """Resume order:
     1. the workdir's own latest readable checkpoint: the run continues where it stopped;
     2. else config.init_from: warm start (the config.init_load subtrees) from another run;
     3. else fresh parameters from config.seed.
+  abstract_state: shapes, dtypes and shardings of the train state, which a restore takes.
   """
-  abstract_state = jax.eval_shape(lambda rng: step_lib.init_state(model.init(rng), txs),
-                                  init_rng)
-
   def abstract_best(progress: dict):
     saved = progress.get("early_stopping")
     if not saved or not saved["has_best_params"]:

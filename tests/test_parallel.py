@@ -1,0 +1,113 @@
+"""Several devices and processes train as one device does (mtms_jax/parallel.py).
+
+The test process has one CPU device, and jax fixes the device count when it starts; so these
+tests run the command line in subprocesses with XLA_FLAGS=--xla_force_host_platform_device_
+count=N. Each compares with the session's one-device smoke run (conftest.smoke_run): final
+parameters within 1e-5 relative (float sums run in another order on several devices) and
+results.json metrics to 4 decimals. The training loop runs every step under
+jax.transfer_guard('disallow'), so these runs also prove that no batch or state is copied
+implicitly.
+"""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import portpicker
+import pytest
+
+from experiments import common
+from mtms_jax import checkpoint, parallel, train
+from mtms_jax.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "mtms_jax.main", "--config", "experiments/quickstart.py:smoke"]
+MODES = {
+    "pmap": ["--config.parallel.mode=pmap"],
+    "mesh": ["--config.parallel.mode=mesh"],
+    "mesh_rows": ["--config.parallel.mode=mesh", "--config.parallel.table_sharding=rows"],
+}
+
+
+def _start(workdir, args, devices, signal_at=None):
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  env.pop(train.TEST_SIGNAL_ENV, None)
+  if signal_at:
+    env[train.TEST_SIGNAL_ENV] = signal_at
+  return subprocess.Popen(CLI + ["--workdir", str(workdir)] + args, cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _run(workdir, args, devices=4, signal_at=None):
+  process = _start(workdir, args, devices, signal_at)
+  stdout, stderr = process.communicate(timeout=300)
+  return process.returncode, stdout, stderr
+
+
+def _final_params(workdir):
+  """The step-18 parameters as numpy arrays, whatever devices their checkpoint was saved on."""
+  path = os.path.abspath(os.path.join(workdir, checkpoint.CHECKPOINTS, "18", checkpoint.STATE))
+  checkpointer = ocp.PyTreeCheckpointer()
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                          checkpointer.metadata(path).item_metadata.tree)
+  return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))["params"]
+
+
+def _assert_as_one_device(workdir, reference):
+  params, expected = _final_params(workdir), _final_params(reference)
+  for (path, leaf), want in zip(jax.tree_util.tree_leaves_with_path(params),
+                                jax.tree.leaves(expected)):
+    scale = max(np.abs(want).max(), 1e-30)
+    assert np.abs(leaf - want).max() <= 1e-5 * scale, jax.tree_util.keystr(path)
+  results = json.loads((workdir / "results.json").read_text())
+  want = json.loads((reference / "results.json").read_text())
+  assert results.keys() == want.keys()
+  for key, value in want.items():
+    assert results[key] == pytest.approx(value, abs=5e-5, nan_ok=True), key
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mode_killed_and_resumed_trains_as_one_device(mode, smoke_run, tmp_path):
+  # SIGKILL inside day 1's embedding phase: the run resumes from step 8's checkpoint ...
+  returncode, _, _ = _run(tmp_path, MODES[mode], signal_at="10:KILL")
+  assert returncode == -signal.SIGKILL
+  # ... and ends as the uninterrupted one-device run.
+  returncode, stdout, stderr = _run(tmp_path, MODES[mode])
+  assert returncode == 0, stderr[-3000:]
+  assert "Resuming" in stdout
+  _assert_as_one_device(tmp_path, smoke_run)
+
+
+def test_two_processes_train_as_one_device(smoke_run, tmp_path):
+  coordinator = f"localhost:{portpicker.pick_unused_port()}"
+  processes = [_start(tmp_path, MODES["mesh"] + [
+      f"--config.parallel.coordinator={coordinator}", "--config.parallel.num_processes=2",
+      f"--config.parallel.process_id={i}"], devices=2) for i in range(2)]
+  for process in processes:
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+  _assert_as_one_device(tmp_path, smoke_run)
+  # Process 1 wrote its own copy of the run files, apart from process 0's.
+  assert (tmp_path / "process1" / "results.json").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"table_sharding": "rows"}, "needs parallel.mode='mesh'"),
+    ({"mode": "ring"}, "parallel.mode='ring'"),
+    ({"mode": "pmap", "fake_devices": 3}, "batch_size=64 does not split over 3 devices"),
+])
+def test_bad_parallel_settings_fail_before_training(settings, message, monkeypatch):
+  config = common.base_config("smoke")
+  devices = settings.pop("fake_devices", 0)
+  if devices:     # the check needs no real devices: it runs before the mesh is built
+    monkeypatch.setattr(jax, "devices", lambda: jax.local_devices() * devices)
+  config.parallel.update(settings)
+  with pytest.raises(UserError, match=re.escape(message)):
+    parallel.make_plan(config)
