@@ -20,7 +20,6 @@ import sys
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-import portpicker
 import pytest
 
 from experiments import common
@@ -36,19 +35,13 @@ MODES = {
 }
 
 
-def _start(workdir, args, devices, signal_at=None):
+def _run(workdir, args, devices=4, signal_at=None) -> subprocess.CompletedProcess:
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
   env.pop(train.TEST_SIGNAL_ENV, None)
   if signal_at:
     env[train.TEST_SIGNAL_ENV] = signal_at
-  return subprocess.Popen(CLI + ["--workdir", str(workdir)] + args, cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _run(workdir, args, devices=4, signal_at=None):
-  process = _start(workdir, args, devices, signal_at)
-  stdout, stderr = process.communicate(timeout=300)
-  return process.returncode, stdout, stderr
+  return subprocess.run(CLI + ["--workdir", str(workdir)] + args, cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
 
 
 def _final_params(workdir):
@@ -76,23 +69,20 @@ def _assert_as_one_device(workdir, reference):
 @pytest.mark.parametrize("mode", MODES)
 def test_mode_killed_and_resumed_trains_as_one_device(mode, smoke_run, tmp_path):
   # SIGKILL inside day 1's embedding phase: the run resumes from step 8's checkpoint ...
-  returncode, _, _ = _run(tmp_path, MODES[mode], signal_at="10:KILL")
-  assert returncode == -signal.SIGKILL
+  assert _run(tmp_path, MODES[mode], signal_at="10:KILL").returncode == -signal.SIGKILL
   # ... and ends as the uninterrupted one-device run.
-  returncode, stdout, stderr = _run(tmp_path, MODES[mode])
-  assert returncode == 0, stderr[-3000:]
-  assert "Resuming" in stdout
+  finished = _run(tmp_path, MODES[mode])
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  assert "Resuming" in finished.stdout
   _assert_as_one_device(tmp_path, smoke_run)
 
 
 def test_two_processes_train_as_one_device(smoke_run, tmp_path):
-  coordinator = f"localhost:{portpicker.pick_unused_port()}"
-  processes = [_start(tmp_path, MODES["mesh"] + [
-      f"--config.parallel.coordinator={coordinator}", "--config.parallel.num_processes=2",
-      f"--config.parallel.process_id={i}"], devices=2) for i in range(2)]
-  for process in processes:
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
+  # What `make multihost PROCS=2 DEVICES=2` runs: two processes of two devices each.
+  launch = [sys.executable, "-m", "mtms_jax.launch", "--processes=2", "--devices=2", "--",
+            *CLI[3:], "--workdir", str(tmp_path)]
+  done = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
   _assert_as_one_device(tmp_path, smoke_run)
   # Process 1 wrote its own copy of the run files, apart from process 0's.
   assert (tmp_path / "process1" / "results.json").exists()
