@@ -127,6 +127,26 @@ def init_state(params, txs: dict[str, PhaseOptimizer]) -> State:
           "step": jnp.zeros((), jnp.int32)}
 
 
+def without_scratch(state: State) -> State:
+  """The state a checkpoint holds: the row-wise optimizers' `owner` scratch (sparse.py), which
+  means nothing across steps, left out; `with_scratch` rebuilds it."""
+  return _map_rowwise(state, lambda rowwise, table: rowwise._replace(owner=None))
+
+
+def with_scratch(state: State) -> State:
+  """`without_scratch`'s state with fresh `owner` scratch."""
+  return _map_rowwise(state, lambda rowwise, table: rowwise._replace(
+      owner=sparse.init_owner(table)))
+
+
+def _map_rowwise(state: State, fn) -> State:
+  """state with fn(row-wise state, its table) in place of every phase's row-wise states."""
+  tables = state["params"]["embedding"]["tables"]
+  opt = {phase: {**o, "tables": {k: fn(r, tables[k]) for k, r in o["tables"].items()}}
+         for phase, o in state["opt"].items()}
+  return {**state, "opt": opt}
+
+
 def dropout(rng: jax.Array, rate: float, rows: dict, dense: jax.Array,
             axis_name: str | None = None):
   """Inverted dropout of the networks' inputs: each looked-up embedding value and dense

@@ -447,7 +447,7 @@ class Loop:
                 "warm_start": self.warm_start, "train_seconds": self.train_seconds(),
                 "early_stopping": self.stopper.to_json() if self.stopper else None}
     best = self.stopper.best_params if self.stopper else None
-    self.checkpoints.save(step, state, batches, progress, self.identity["config"],
+    self.checkpoints.save(step, step_lib.without_scratch(state), batches, progress, self.identity["config"],
                           self.identity["schema"], metrics=ranked, best=best)
 
 
@@ -585,7 +585,7 @@ def resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_ite
       return None
     return {k: abstract_state["params"][k] for k in model.phases[progress["phase"]]}
 
-  restored = checkpoints.restore_latest(abstract_state, make_iterator,
+  restored = checkpoints.restore_latest(step_lib.without_scratch(abstract_state), make_iterator,
                                         same_run_check(identity, workdir), abstract_best)
   if restored is not None:
     print(f"Resuming {workdir} from its checkpoint at step {restored.step}.")
@@ -595,8 +595,8 @@ def resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_ite
       stopper = validation.EarlyStopping.from_config(config.phases[progress["phase"]])
       stopper.load_json(progress["early_stopping"])
       stopper.best_params = restored.best
-    return Start(restored.state, restored.step, restored.iterator, progress["warm_start"],
-                 progress["train_seconds"], stopper)
+    return Start(step_lib.with_scratch(restored.state), restored.step, restored.iterator,
+                 progress["warm_start"], progress["train_seconds"], stopper)
   params = model.init(init_rng)
   if not config.init_from:
     return Start(step_lib.init_state(params, txs))

@@ -44,13 +44,20 @@ def _run(workdir, args, devices=4, signal_at=None) -> subprocess.CompletedProces
                         capture_output=True, text=True, timeout=300)
 
 
+def _saved_state_tree(workdir, step=18):
+  path = os.path.abspath(os.path.join(workdir, checkpoint.CHECKPOINTS, str(step),
+                                      checkpoint.STATE))
+  return ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree
+
+
 def _final_params(workdir):
   """The step-18 parameters as numpy arrays, whatever devices their checkpoint was saved on."""
   path = os.path.abspath(os.path.join(workdir, checkpoint.CHECKPOINTS, "18", checkpoint.STATE))
-  checkpointer = ocp.PyTreeCheckpointer()
   as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                          checkpointer.metadata(path).item_metadata.tree)
-  return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))["params"]
+                          _saved_state_tree(workdir))
+  restored = ocp.PyTreeCheckpointer().restore(
+      path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  return restored["params"]
 
 
 def _assert_as_one_device(workdir, reference):
@@ -86,6 +93,13 @@ def test_two_processes_train_as_one_device(smoke_run, tmp_path):
   _assert_as_one_device(tmp_path, smoke_run)
   # Process 1 wrote its own copy of the run files, apart from process 0's.
   assert (tmp_path / "process1" / "results.json").exists()
+
+
+def test_checkpoints_leave_out_the_owner_scratch(smoke_run):
+  saved = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(
+      _saved_state_tree(smoke_run))}
+  assert any("'mu'" in p for p in saved)                  # the lazy Adam state is saved ...
+  assert not any("owner" in p for p in saved)            # ... its scratch is not
 
 
 @pytest.mark.parametrize("settings, message", [
