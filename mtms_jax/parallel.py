@@ -15,9 +15,10 @@
                           and XLA routes each lookup and row update to the rows' owner.
   coordinator, num_processes, process_id
                   several processes (one a host, or local ones for tests) run the same
-                  program: `jax.distributed.initialize` with these, or, when
-                  num_processes is 0, from the environment it detects (SLURM, TPU pods,
-                  Open MPI) if there is one.
+                  program: `jax.distributed.initialize` with these when num_processes > 1;
+                  with -1, everything from what jax detects (TPU pods, SLURM, Open MPI);
+                  with 0 (the default), the same when a SLURM or Open MPI job has more
+                  than one task, else one process.
 
 Every mode applies, step for step, the update one device computes on the whole batch
 (row-wise optimizers included): results agree up to the order of float sums. Each process
@@ -55,8 +56,8 @@ def settings(config: ml_collections.ConfigDict) -> dict:
 def initialize(config: ml_collections.ConfigDict):
   """Joins the processes of a multi-process run; call before any other jax call.
 
-  A set num_processes > 1 names the coordinator and this process's id; otherwise a
-  cluster's environment (SLURM_NTASKS > 1, a TPU pod, Open MPI) lets jax detect them.
+  See the module docstring for num_processes; a set num_processes > 1 also needs the
+  coordinator (host:port of process 0) and this process's id.
   """
   s = settings(config)
   if s["num_processes"] > 1:
@@ -64,14 +65,13 @@ def initialize(config: ml_collections.ConfigDict):
       raise UserError(f"config.parallel.num_processes={s['num_processes']} needs "
                       "parallel.coordinator (host:port of process 0) and parallel.process_id")
     jax.distributed.initialize(s["coordinator"], s["num_processes"], s["process_id"])
-  elif _cluster_environment():
+  elif s["num_processes"] == -1 or (s["num_processes"] == 0 and _multi_task_job()):
     jax.distributed.initialize()
 
 
-def _cluster_environment() -> bool:
+def _multi_task_job() -> bool:
   return (int(os.environ.get("SLURM_NTASKS", "1")) > 1
-          or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-          or "TPU_WORKER_HOSTNAMES" in os.environ)
+          or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +116,15 @@ def make_plan(config: ml_collections.ConfigDict) -> Plan:
                     f"{len(devices)}")
   mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS,), axis_types=(AxisType.Auto,))
   return Plan(mode, table_sharding, mesh)
+
+
+def model_config(plan: Plan, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.model for the plan: on several devices scene_route 'auto' becomes 'xla' (the
+  native kernel is a one-device CPU plugin; under the mesh XLA would gather the whole batch
+  to each device to call it)."""
+  if plan.mode == "none" or config.get("scene_route", "auto") != "auto":
+    return config
+  return ml_collections.ConfigDict({**config.to_dict(), "scene_route": "xla"})
 
 
 def check_tables(plan: Plan, abstract_params):

@@ -483,11 +483,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_days, val_data, test_data = days.train, days.val, days.test
   check_validation_metrics(config, val_data)
 
-  model = models.get_model(data.schema, config.model)
+  plan = parallel.make_plan(config)
+  model = models.get_model(data.schema, parallel.model_config(plan, config.model))
   init_rng = jax.random.key(config.seed)
   schedule = make_schedule(config, {d: len(ds) for d, ds in train_days.items()})
   phase_total = {p: sum(s.steps for s in schedule if s.phase == p) for p in config.schedule.order}
-  plan = parallel.make_plan(config)
   txs = step_lib.make_phase_txs(config, model, jax.eval_shape(model.init, init_rng), phase_total)
   abstract_state = jax.eval_shape(lambda rng: step_lib.init_state(model.init(rng), txs),
                                   init_rng)

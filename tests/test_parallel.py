@@ -29,7 +29,8 @@ from mtms_jax.errors import UserError
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "mtms_jax.main", "--config", "experiments/quickstart.py:smoke"]
 MODES = {
-    "pmap": ["--config.parallel.mode=pmap"],
+    # pmap also runs the towers through ragged_dot, their route on GPUs and TPUs.
+    "pmap": ["--config.parallel.mode=pmap", "--config.model.scene_route=ragged"],
     "mesh": ["--config.parallel.mode=mesh"],
     "mesh_rows": ["--config.parallel.mode=mesh", "--config.parallel.table_sharding=rows"],
 }
