@@ -9,6 +9,7 @@ jax.transfer_guard('disallow'), so these runs also prove that no batch or state 
 implicitly.
 """
 
+import functools
 import json
 import os
 import pathlib
@@ -17,13 +18,15 @@ import signal
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from experiments import common
-from mtms_jax import checkpoint, parallel, train
+from mtms_jax import checkpoint, models, parallel, step, train
+from mtms_jax.data import pipeline
 from mtms_jax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -36,8 +39,14 @@ MODES = {
 }
 
 
+def _env(devices: int) -> dict:
+  # Fewer XLA passes: compiling is most of these short runs' time.
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+          "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+
+
 def _run(workdir, args, devices=4, signal_at=None) -> subprocess.CompletedProcess:
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  env = _env(devices)
   env.pop(train.TEST_SIGNAL_ENV, None)
   if signal_at:
     env[train.TEST_SIGNAL_ENV] = signal_at
@@ -89,11 +98,43 @@ def test_two_processes_train_as_one_device(smoke_run, tmp_path):
   # What `make multihost PROCS=2 DEVICES=2` runs: two processes of two devices each.
   launch = [sys.executable, "-m", "mtms_jax.launch", "--processes=2", "--devices=2", "--",
             *CLI[3:], "--workdir", str(tmp_path)]
-  done = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, timeout=300)
+  done = subprocess.run(launch, cwd=REPO, env=_env(2), capture_output=True, text=True,
+                        timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
   _assert_as_one_device(tmp_path, smoke_run)
   # Process 1 wrote its own copy of the run files, apart from process 0's.
   assert (tmp_path / "process1" / "results.json").exists()
+
+
+@pytest.fixture
+def fewer_xla_passes():
+  """Compiling is most of an in-process test's time; restored after the test."""
+  saved = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", saved)
+
+
+@pytest.mark.usefixtures("fewer_xla_passes")
+def test_device_update_on_slices_equals_update_on_whole_batch(tiny_data):
+  # jax.vmap with an axis name runs pmap's collectives on one device: 4 slices of 16 rows.
+  config = common.base_config("smoke")
+  config.phases.embedding.dropout = 0.2        # each slice draws its part of one mask
+  config.model.scene_route = "xla"             # the native kernel has no batching rule
+  model = models.get_model(tiny_data.schema, config.model)
+  params = model.init(jax.random.key(0))
+  txs = step.make_phase_txs(config, model, params)        # lazy Adam on the tables
+  make = functools.partial(step.make_update, model, txs["embedding"], "embedding",
+                           config.phases.embedding)
+  whole = jax.jit(make())
+  sliced = jax.jit(jax.vmap(make(axis_name="d"), in_axes=(None, 0), out_axes=None,
+                            axis_name="d"))
+  one, four = step.init_state(params, txs), step.init_state(params, txs)
+  for batch in pipeline.train_iterator(tiny_data.columns, 64, 2, seed=3):
+    one, expected = whole(one, batch)
+    four, measured = sliced(four, {k: v.reshape((4, 16) + v.shape[1:]) for k, v in batch.items()})
+    chex.assert_trees_all_close(measured, expected, rtol=1e-6)
+  chex.assert_trees_all_close(step.without_scratch(four), step.without_scratch(one), atol=1e-6)
 
 
 def test_checkpoints_leave_out_the_owner_scratch(smoke_run):
