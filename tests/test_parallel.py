@@ -137,6 +137,29 @@ def test_device_update_on_slices_equals_update_on_whole_batch(tiny_data):
   chex.assert_trees_all_close(step.without_scratch(four), step.without_scratch(one), atol=1e-6)
 
 
+@pytest.mark.parametrize("table_sharding, share", [("replicated", 1), ("rows", 1 / 4)])
+def test_row_sharded_tables_take_a_quarter_a_device_on_four(tiny_data, table_sharding, share):
+  config = common.base_config("smoke")
+  model = models.get_model(tiny_data.schema, config.model)
+  txs = step.make_phase_txs(config, model, jax.eval_shape(model.init, jax.random.key(0)))
+  state = jax.eval_shape(lambda: step.init_state(model.init(jax.random.key(0)), txs))
+  # The shardings of 4 devices, computed without them.
+  mesh = jax.sharding.AbstractMesh((4,), (parallel.AXIS,),
+                                   axis_types=(jax.sharding.AxisType.Auto,))
+  shardings = parallel.state_shardings(parallel.Plan("mesh", table_sharding, mesh), state)
+
+  def table_bytes(shape_of):
+    return sum(np.prod(shape_of(leaf, sharding)) * leaf.dtype.itemsize
+               for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(state),
+                                                 jax.tree.leaves(shardings))
+               if "'tables'" in jax.tree_util.keystr(path))
+
+  whole = table_bytes(lambda leaf, sharding: leaf.shape)
+  per_device = table_bytes(lambda leaf, sharding: sharding.shard_shape(leaf.shape))
+  # Tables, lazy Adam moments and owner scratch; only the scalar step counts stay whole.
+  assert per_device == pytest.approx(whole * share, rel=1e-3)
+
+
 def test_checkpoints_leave_out_the_owner_scratch(smoke_run):
   saved = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(
       _saved_state_tree(smoke_run))}
