@@ -652,12 +652,13 @@ def train_day_by_day(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   results.json holds every day's results under 'day<T>/' ('day5/test/scene0/cvr/auc') and the
   last day's again without the prefix; metrics_over_days.png plots test AUC per day.
   """
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
+  logdir = parallel.log_dir(workdir)      # as in train_and_evaluate
+  os.makedirs(logdir, exist_ok=True)
+  with open(os.path.join(logdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   results, days = {}, []
   for day, day_workdir, day_config in day_configs(config, workdir):
-    finished = os.path.join(day_workdir, "results.json")
+    finished = os.path.join(parallel.log_dir(day_workdir), "results.json")
     if os.path.exists(finished):
       with open(finished) as f:
         day_results = json.load(f)
@@ -667,9 +668,9 @@ def train_day_by_day(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     results.update({f"day{day}/{k}": v for k, v in day_results.items()})
     days.append(day)
   results.update(day_results)
-  write_atomically(os.path.join(workdir, "results.json"),
+  write_atomically(os.path.join(logdir, "results.json"),
                    json.dumps(results, indent=2, sort_keys=True))
   scenes = sorted({k.split("/")[1] for k in day_results if k.startswith("test/")} - {"all"})
   plots.metric_over_days(results, days, scenes + ["all"],
-                         os.path.join(workdir, "metrics_over_days.png"))
+                         os.path.join(logdir, "metrics_over_days.png"))
   return results
