@@ -597,9 +597,12 @@ def resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_ite
       stopper.best_params = restored.best
     return Start(step_lib.with_scratch(restored.state), restored.step, restored.iterator,
                  progress["warm_start"], progress["train_seconds"], stopper)
-  params = model.init(init_rng)
   if not config.init_from:
-    return Start(step_lib.init_state(params, txs))
+    # Created where it lives: a row-sharded table is never whole on one device.
+    init = jax.jit(lambda rng: step_lib.init_state(model.init(rng), txs),
+                   out_shardings=jax.tree.map(lambda a: a.sharding, abstract_state))
+    return Start(init(init_rng))
+  params = model.init(init_rng)
   params, warm = checkpoint.warm_start(config.init_from, params, identity["schema"],
                                        config.init_load)
   print(f"Warm start: {', '.join(warm['loaded'])} from {warm['path']}.")
