@@ -20,7 +20,7 @@ TRAIN_ENV := GLIBC_TUNABLES=$(MALLOC_TUNABLES)
 # the build warns and the models use their XLA routes (mtms_jax.kernels.available()).
 KERNELS := mtms_jax/kernels/_build/libscene_matmul.so
 
-.PHONY: setup experiment test lint bench bench-serving export sweep quality clean
+.PHONY: setup experiment multihost test lint bench bench-serving export sweep quality clean
 
 setup: $(STAMP) $(KERNELS)
 
@@ -35,6 +35,15 @@ $(KERNELS): mtms_jax/kernels/scene_matmul.cc $(STAMP)
 
 experiment: $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.main --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
+
+# PROCS local processes of DEVICES CPU devices each, as one multi-process run (mode=mesh),
+# e.g. make multihost NAME=quickstart ARG=smoke PROCS=2: a test of multi-host training on one
+# machine (docs/SCALING.md launches real clusters).
+PROCS ?= 2
+DEVICES ?= 2
+multihost: $(STAMP) $(KERNELS)
+	$(TRAIN_ENV) $(PY) -m mtms_jax.launch --processes=$(PROCS) --devices=$(DEVICES) -- \
+	  --config $(CONFIG) --workdir $(WORKDIR)/multihost $(ARGS)
 
 # Every point of the experiment's get_hyper in checkpoints/NAME/sweep/<point>/, then the
 # sweep table (sweep.csv, sweep.md, sweep.png) there. Rerun to finish an interrupted sweep.

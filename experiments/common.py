@@ -7,6 +7,8 @@
 
 import ml_collections
 
+from mtms_jax import parallel
+
 
 def parse_arg(arg, known=("smoke",)):
   """'smoke' or None (or other `known` flags, ','-joined) -> set of flags."""
@@ -82,6 +84,10 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
       # starts at 0: the phase starts at the towers and, with early stopping, ends no worse.
       "ranking_residual": True,
       "embedding_init_stddev": 0.05,
+      # How examples meet their scene's tower weights (models/layers.py SceneMLP): auto
+      # (the native CPU kernel on one CPU device, else xla) | xla | kernel | ragged | all |
+      # gather | grouped.
+      "scene_route": "auto",
   })
   config.schedule = ml_collections.ConfigDict({
       "order": ("embedding", "ranking"),
@@ -108,6 +114,11 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
       "best_mode": "max",
   })
   config.sweep = ml_collections.ConfigDict({"metric": "test/all/ctcvr/auc", "mode": "max"})
+  # Devices and processes (mtms_jax/parallel.py, docs/SCALING.md): mode none | pmap | mesh,
+  # table_sharding replicated | rows, and for several processes coordinator, num_processes,
+  # process_id (num_processes 0: one process unless a SLURM/MPI job has several tasks;
+  # -1: what jax detects, e.g. on a TPU pod).
+  config.parallel = ml_collections.ConfigDict(parallel.DEFAULTS)
   if "smoke" in parse_arg(arg):
     shrink(config)
   return config

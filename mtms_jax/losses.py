@@ -65,17 +65,24 @@ def masks(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
 
 
 def combine(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array], spec: str,
-            weights: Mapping[str, float] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+            weights: Mapping[str, float] | None = None, axis_name: str | None = None
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Total loss of `spec` and the masked mean loss of every task (for logging).
 
   Each task's loss is the mean over its masked examples (0 when a batch has none), and the
   total is the weighted sum of the tasks in `spec` (weights default to 1).
+
+  axis_name: inside a map over devices (pmap) that splits the batch, each device divides
+  its own sum by the masked count of the whole batch, so that the psum of the devices'
+  losses (and of their gradients) is the loss of the whole batch. A mean of the devices'
+  means would differ whenever the devices hold different numbers of clicks.
   """
   terms = parse_loss(spec)
   losses = per_example(outputs, batch)
   task_means = {}
   for task, mask in masks(batch).items():
-    task_means[task] = (losses[task] * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    count = mask.sum() if axis_name is None else jax.lax.psum(mask.sum(), axis_name)
+    task_means[task] = (losses[task] * mask).sum() / jnp.maximum(count, 1.0)
   weights = weights or {}
   total = sum(weights.get(t, 1.0) * task_means[t] for t in terms)
   return total, task_means

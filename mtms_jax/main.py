@@ -17,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import compare, errors, quality, replay, train
+from mtms_jax import compare, errors, parallel, quality, replay, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -33,6 +33,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     config = _CONFIG.value
+    parallel.initialize(config)
     run = (quality.run if "quality" in config else replay.run if "replay" in config
            else compare.run if "compare" in config else train.train_and_evaluate)
     run(config, _WORKDIR.value)

@@ -14,7 +14,8 @@ gradients are summed first, and the row is updated once from the sum. Merging ne
 sort (slow in XLA on CPU): every state keeps `owner`, an int32 scratch slot per table row.
 Each lookup position writes its index into its row's slot; reading the slots back, all
 duplicates of a row agree on one representative position, and a `segment_sum` by
-representative gives each distinct row's summed gradient.
+representative gives each distinct row's summed gradient. `owner` is derived scratch:
+checkpoints leave it out (`step.without_scratch`) and a restored run starts a fresh one.
 
 Row indices are clipped to [0, R) as `embedding.lookup` clips them, so the update matches
 the gradient of the lookup. Jit `update` (or `apply_tables`) with the table and state
@@ -75,7 +76,7 @@ class _Merged(NamedTuple):
   grads: jax.Array          # (N, D) the row's summed gradient at its representative, 0 elsewhere
 
 
-def _init_owner(table: jax.Array) -> jax.Array:
+def init_owner(table: jax.Array | jax.ShapeDtypeStruct) -> jax.Array:
   return jnp.zeros(table.shape[:1], jnp.int32)
 
 
@@ -112,7 +113,7 @@ def sgd(learning_rate: float, weight_decay: float = 0.0) -> RowwiseOptimizer:
   """Plain SGD on the touched rows; equals `optax.sgd(learning_rate)` on the table."""
 
   def init(table):
-    return SgdState(_init_owner(table))
+    return SgdState(init_owner(table))
 
   def update(table, state, rows, row_grads, lr_scale=1.0):
     m = _with_weight_decay(_merge_duplicates(state.owner, rows, row_grads), table, weight_decay)
@@ -138,7 +139,7 @@ def rowwise_adagrad(learning_rate: float, initial_accumulator_value: float = 0.1
 
   def init(table):
     accumulator = jnp.full(table.shape[:1], initial_accumulator_value, table.dtype)
-    return RowwiseAdagradState(_init_owner(table), accumulator)
+    return RowwiseAdagradState(init_owner(table), accumulator)
 
   def update(table, state, rows, row_grads, lr_scale=1.0):
     m = _with_weight_decay(_merge_duplicates(state.owner, rows, row_grads), table, weight_decay)
@@ -173,7 +174,7 @@ def lazy_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
   """
 
   def init(table):
-    return LazyAdamState(_init_owner(table), jnp.zeros([], jnp.int32),
+    return LazyAdamState(init_owner(table), jnp.zeros([], jnp.int32),
                          jnp.zeros_like(table), jnp.zeros_like(table))
 
   def update(table, state, rows, row_grads, lr_scale=1.0):

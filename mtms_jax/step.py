@@ -130,13 +130,44 @@ def init_state(params, txs: dict[str, PhaseOptimizer]) -> State:
           "step": jnp.zeros((), jnp.int32)}
 
 
-def dropout(rng: jax.Array, rate: float, rows: dict, dense: jax.Array):
+def without_scratch(state: State) -> State:
+  """The state a checkpoint holds: the row-wise optimizers' `owner` scratch (sparse.py), which
+  means nothing across steps, left out; `with_scratch` rebuilds it."""
+  return _map_rowwise(state, lambda rowwise, table: rowwise._replace(owner=None))
+
+
+def with_scratch(state: State) -> State:
+  """`without_scratch`'s state with fresh `owner` scratch."""
+  return _map_rowwise(state, lambda rowwise, table: rowwise._replace(
+      owner=sparse.init_owner(table)))
+
+
+def _map_rowwise(state: State, fn) -> State:
+  """state with fn(row-wise state, its table) in place of every phase's row-wise states."""
+  tables = state["params"]["embedding"]["tables"]
+  opt = {phase: {**o, "tables": {k: fn(r, tables[k]) for k, r in o["tables"].items()}}
+         for phase, o in state["opt"].items()}
+  return {**state, "opt": opt}
+
+
+def dropout(rng: jax.Array, rate: float, rows: dict, dense: jax.Array,
+            axis_name: str | None = None):
   """Inverted dropout of the networks' inputs: each looked-up embedding value and dense
-  feature is zeroed with probability `rate`, the rest scaled by 1 / (1 - rate)."""
+  feature is zeroed with probability `rate`, the rest scaled by 1 / (1 - rate).
+
+  axis_name: inside a map over devices, each device holds a slice of the batch; it draws
+  the whole batch's mask and keeps its slice, so the masks are those of one device.
+  """
   keys = jax.random.split(rng, len(rows) + 1)
 
   def drop(key, x):
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    if axis_name is None:
+      keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    else:
+      n = x.shape[0]
+      whole = jax.random.bernoulli(key, 1.0 - rate, (jax.lax.axis_size(axis_name) * n,)
+                                   + x.shape[1:])
+      keep = jax.lax.dynamic_slice_in_dim(whole, jax.lax.axis_index(axis_name) * n, n)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
   return ({k: drop(key, r) for key, (k, r) in zip(keys, sorted(rows.items()))},
@@ -145,7 +176,21 @@ def dropout(rng: jax.Array, rate: float, rows: dict, dense: jax.Array):
 
 def make_update_fn(model, tx: PhaseOptimizer, phase: str,
                    phase_config: ml_collections.ConfigDict, seed: int = 0):
-  """A pure `update(state, batch) -> (state, measurements)` for one phase, jitted, donated."""
+  """`make_update` on one device: jitted, the state donated."""
+  return jax.jit(make_update(model, tx, phase, phase_config, seed), donate_argnums=0)
+
+
+def make_update(model, tx: PhaseOptimizer, phase: str, phase_config: ml_collections.ConfigDict,
+                seed: int = 0, axis_name: str | None = None):
+  """A pure `update(state, batch) -> (state, measurements)` for one phase, not jitted.
+
+  axis_name: the update runs inside a map over devices (`jax.pmap`), each device holding
+  a slice of the batch. The devices then sum their gradients (`losses.combine` scales each
+  device's loss to its share of the whole batch's) and gather the row indices and row
+  gradients of every device before the row-wise table update, so every device applies the
+  one-device update of the whole batch: duplicates across devices are merged exactly as
+  duplicates within a batch. Measurements are the whole batch's.
+  """
   loss_spec = phase_config.loss
   losses.parse_loss(loss_spec)          # fail on a bad spec before compiling
   weights = dict(phase_config.get("loss_weights", {}))
@@ -157,9 +202,11 @@ def make_update_fn(model, tx: PhaseOptimizer, phase: str,
 
   def loss_from_rows(params, rows, batch, step):
     if rate:
-      rows, dense = dropout(jax.random.fold_in(base_key, step), rate, rows, batch["dense"])
+      rows, dense = dropout(jax.random.fold_in(base_key, step), rate, rows, batch["dense"],
+                            axis_name)
       batch = {**batch, "dense": dense}
-    return losses.combine(model.apply(params, rows, batch, phase), batch, loss_spec, weights)
+    return losses.combine(model.apply(params, rows, batch, phase), batch, loss_spec, weights,
+                          axis_name)
 
   def loss_from_tables(params, batch, step):
     # The dense reference: the gradient flows through the gather into the whole tables.
@@ -186,9 +233,11 @@ def make_update_fn(model, tx: PhaseOptimizer, phase: str,
       else:
         (loss, task_losses), (grads, row_grads) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(dense, rows)
+        index, row_grads = gather_devices((index, row_grads), axis_name)
         tables, table_state = sparse.apply_tables(tx.tables, tables, opt_state["tables"],
                                                   index, row_grads, lr_scale)
         opt_state = {**opt_state, "tables": table_state}
+    grads, loss, task_losses = sum_devices((grads, loss, task_losses), axis_name)
     updates, dense_opt = tx.dense.update(grads, opt_state["dense"], dense)
     if tx.lr_schedule is not None:
       updates = jax.tree.map(lambda u: u * lr_scale, updates)
@@ -203,7 +252,18 @@ def make_update_fn(model, tx: PhaseOptimizer, phase: str,
     measurements = {"loss": loss, **{f"loss_{k}": v for k, v in task_losses.items()}}
     return new_state, measurements
 
-  return jax.jit(update, donate_argnums=0)
+  return update
+
+
+def sum_devices(tree, axis_name: str | None):
+  return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def gather_devices(tree, axis_name: str | None):
+  """Every device's arrays concatenated on the batch axis, in device order."""
+  if axis_name is None:
+    return tree
+  return jax.lax.all_gather(tree, axis_name, axis=0, tiled=True)
 
 
 def frozen_scene_indices(model, phase: str, phase_config) -> tuple[int, ...]:

@@ -19,6 +19,7 @@ With `config.daily` set, the run is the paper's day-by-day protocol instead (see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -35,7 +36,8 @@ import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
-from mtms_jax import checkpoint, metrics, models, plots, step as step_lib, validation
+from mtms_jax import (checkpoint, metrics, models, parallel, plots, step as step_lib,
+                      validation)
 from mtms_jax.data import Dataset, pipeline, registry
 from mtms_jax.errors import UserError
 
@@ -358,7 +360,11 @@ class Loop:
         self.stopper = stopper if step > start else self.start_segment(segment, state)
         stopper = None
         while step < end:
-          state, measurements = self.update_fns[segment.phase](state, next(batches))
+          batch = next(batches)
+          # The input pipeline placed the batch on the devices (parallel.place_batch) and the
+          # state lives there: a copy here would be a bug that costs a transfer every step.
+          with jax.transfer_guard("disallow"):
+            state, measurements = self.update_fns[segment.phase](state, batch)
           step += 1
           self.maybe_send_test_signal(step)
           pending.append((step, segment, measurements["loss"]))
@@ -441,7 +447,7 @@ class Loop:
                 "warm_start": self.warm_start, "train_seconds": self.train_seconds(),
                 "early_stopping": self.stopper.to_json() if self.stopper else None}
     best = self.stopper.best_params if self.stopper else None
-    self.checkpoints.save(step, state, batches, progress, self.identity["config"],
+    self.checkpoints.save(step, step_lib.without_scratch(state), batches, progress, self.identity["config"],
                           self.identity["schema"], metrics=ranked, best=best)
 
 
@@ -470,19 +476,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return train_day_by_day(config, workdir)
   if config.get("add_scene"):
     return train_with_added_scenes(config, workdir)
-  os.makedirs(workdir, exist_ok=True)
+  # Process 0 of a multi-process run writes the run's files; the others their own copies
+  # in process<i>/ (checkpoints are one, written together).
+  logdir = parallel.log_dir(workdir)
+  os.makedirs(logdir, exist_ok=True)
   data = load_data(config.data)
   days = validation.split(config, data)
   train_days, val_data, test_data = days.train, days.val, days.test
   check_validation_metrics(config, val_data)
 
-  model = models.get_model(data.schema, config.model)
+  plan = parallel.make_plan(config)
+  model = models.get_model(data.schema, parallel.model_config(plan, config.model))
   init_rng = jax.random.key(config.seed)
   schedule = make_schedule(config, {d: len(ds) for d, ds in train_days.items()})
   phase_total = {p: sum(s.steps for s in schedule if s.phase == p) for p in config.schedule.order}
   txs = step_lib.make_phase_txs(config, model, jax.eval_shape(model.init, init_rng), phase_total)
-  update_fns = {phase: step_lib.make_update_fn(model, tx, phase, config.phases[phase],
-                                               config.seed)
+  abstract_state = jax.eval_shape(lambda rng: step_lib.init_state(model.init(rng), txs),
+                                  init_rng)
+  parallel.check_tables(plan, abstract_state["params"])
+  shardings = parallel.state_shardings(plan, abstract_state)
+  update_fns = {phase: parallel.compile_update(plan, update_factory(model, tx, phase, config),
+                                               shardings)
                 for phase, tx in txs.items()}
   predict_fn = step_lib.make_predict_fn(model, step_lib.prediction_phases(config, model))
   phase_predict_fns = {phase: step_lib.make_predict_fn(model, phase) for phase in txs}
@@ -496,7 +510,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     columns = {k: v[row_slice(len(data), segment.rows)] for k, v in data.columns.items()}
     return pipeline.train_iterator(columns, config.batch_size, segment.steps,
                                    seed=config.seed * 100_003 + segment.day, name=data.name,
-                                   first_batch=first)
+                                   first_batch=first, share=parallel.process_share(),
+                                   place=functools.partial(parallel.place_batch, plan))
 
   def score_val(params) -> dict:
     return metrics.report("val", val_data.columns,
@@ -521,11 +536,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                     "schedule": [dataclasses.asdict(s) for s in schedule]}))
   with checkpoint.Checkpoints(workdir, config.checkpoint) as checkpoints:
     start = resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_iterator,
-                            identity)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+                            identity, parallel.with_shardings(abstract_state, shardings))
+    start.state = jax.device_put(start.state, shardings)
+    with open(os.path.join(logdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-    data.schema.save(os.path.join(workdir, "feature_schema.json"))
-    with RunWriter(workdir, start.step) as writer:
+    data.schema.save(os.path.join(logdir, "feature_schema.json"))
+    with RunWriter(logdir, start.step) as writer:
       loop = Loop(config, workdir, schedule, update_fns, make_iterator, checkpoints, writer,
                   score_val, score_phase, model.phases, identity, start.warm_start,
                   start.seconds_before)
@@ -535,39 +551,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       results.update(score_val(state["params"]))
       if config.get("save_predictions", False):   # for compare.py's paired significance tests
         save_predictions(predict_fn, state["params"], test_data, config.eval_batch_size,
-                         os.path.join(workdir, "test_predictions.npz"))
+                         os.path.join(logdir, "test_predictions.npz"))
       results["train_steps"] = int(state["step"])     # updates done (early stops skip some)
       writer.write(loop.total, results, day=config.test_day, phase="eval")
     best_step = checkpoints.best_step()
 
-  write_atomically(os.path.join(workdir, "results.json"),
+  write_atomically(os.path.join(logdir, "results.json"),
                    json.dumps(results, indent=2, sort_keys=True))
   run_info = {"train_seconds": loop.train_seconds(), "resumed_from_step": start.step or None,
               "warm_start": start.warm_start, "best_checkpoint_step": best_step}
-  write_atomically(os.path.join(workdir, "run.json"), json.dumps(run_info, indent=2))
+  write_atomically(os.path.join(logdir, "run.json"), json.dumps(run_info, indent=2))
   print(f"\nTest day {config.test_day} ({len(test_data)} rows), model {config.model.name}, "
         f"{results['train_steps']} steps, {run_info['train_seconds']:.1f} s of training:")
   print(metrics.format_table(results, "test", data.schema.scenes))
   return results
 
 
+def update_factory(model, tx, phase: str, config: ml_collections.ConfigDict):
+  """axis_name -> the phase's pure update (`step.make_update`), for `parallel.compile_update`."""
+  return lambda axis_name: step_lib.make_update(model, tx, phase, config.phases[phase],
+                                                config.seed, axis_name)
+
+
 def resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_iterator,
-                    identity) -> Start:
+                    identity, abstract_state) -> Start:
   """Resume order:
     1. the workdir's own latest readable checkpoint: the run continues where it stopped;
     2. else config.init_from: warm start (the config.init_load subtrees) from another run;
     3. else fresh parameters from config.seed.
+  abstract_state: shapes, dtypes and shardings of the train state, which a restore takes.
   """
-  abstract_state = jax.eval_shape(lambda rng: step_lib.init_state(model.init(rng), txs),
-                                  init_rng)
-
   def abstract_best(progress: dict):
     saved = progress.get("early_stopping")
     if not saved or not saved["has_best_params"]:
       return None
     return {k: abstract_state["params"][k] for k in model.phases[progress["phase"]]}
 
-  restored = checkpoints.restore_latest(abstract_state, make_iterator,
+  restored = checkpoints.restore_latest(step_lib.without_scratch(abstract_state), make_iterator,
                                         same_run_check(identity, workdir), abstract_best)
   if restored is not None:
     print(f"Resuming {workdir} from its checkpoint at step {restored.step}.")
@@ -577,12 +597,15 @@ def resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_ite
       stopper = validation.EarlyStopping.from_config(config.phases[progress["phase"]])
       stopper.load_json(progress["early_stopping"])
       stopper.best_params = restored.best
-    return Start(restored.state, restored.step, restored.iterator, progress["warm_start"],
-                 progress["train_seconds"], stopper)
-  params = model.init(init_rng)
+    return Start(step_lib.with_scratch(restored.state), restored.step, restored.iterator,
+                 progress["warm_start"], progress["train_seconds"], stopper)
   if not config.init_from:
-    return Start(step_lib.init_state(params, txs))
-  if config.get("init_new_scenes"):    # a run with scenes added (mtms_jax/add_scene.py)
+    # Created where it lives: a row-sharded table is never whole on one device.
+    init = jax.jit(lambda rng: step_lib.init_state(model.init(rng), txs),
+                   out_shardings=jax.tree.map(lambda a: a.sharding, abstract_state))
+    return Start(init(init_rng))
+  params = model.init(init_rng)
+  if config.get("init_new_scenes"):    # a run with scenes added (train_with_added_scenes)
     params, warm = checkpoint.warm_start_new_scenes(
         config.init_from, model, params, lambda schema: models.get_model(schema, config.model))
   else:
@@ -638,12 +661,13 @@ def train_day_by_day(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   results.json holds every day's results under 'day<T>/' ('day5/test/scene0/cvr/auc') and the
   last day's again without the prefix; metrics_over_days.png plots test AUC per day.
   """
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
+  logdir = parallel.log_dir(workdir)      # as in train_and_evaluate
+  os.makedirs(logdir, exist_ok=True)
+  with open(os.path.join(logdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   results, days = {}, []
   for day, day_workdir, day_config in day_configs(config, workdir):
-    finished = os.path.join(day_workdir, "results.json")
+    finished = os.path.join(parallel.log_dir(day_workdir), "results.json")
     if os.path.exists(finished):
       with open(finished) as f:
         day_results = json.load(f)
@@ -653,11 +677,11 @@ def train_day_by_day(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     results.update({f"day{day}/{k}": v for k, v in day_results.items()})
     days.append(day)
   results.update(day_results)
-  write_atomically(os.path.join(workdir, "results.json"),
+  write_atomically(os.path.join(logdir, "results.json"),
                    json.dumps(results, indent=2, sort_keys=True))
   scenes = sorted({k.split("/")[1] for k in day_results if k.startswith("test/")} - {"all"})
   plots.metric_over_days(results, days, scenes + ["all"],
-                         os.path.join(workdir, "metrics_over_days.png"))
+                         os.path.join(logdir, "metrics_over_days.png"))
   return results
 
 

@@ -35,7 +35,7 @@ def _reference(params, x, scene):
 
 
 @pytest.mark.parametrize("num_scenes", [1, 3, 11])
-@pytest.mark.parametrize("route", ["all", "gather", "grouped", "kernel"])
+@pytest.mark.parametrize("route", ["all", "gather", "grouped", "ragged", "kernel"])
 def test_routes_match_per_example_reference(num_scenes, route):
   if route == "kernel" and not kernels.available():
     pytest.skip("native kernels not built (make setup builds them)")
@@ -62,6 +62,11 @@ def test_auto_route_by_scenes_and_width(monkeypatch):
   assert layers.SceneMLP(4, (16,))._route((320, 16)) == "all"
   assert layers.SceneMLP(100, (2,))._route((32, 2)) == "gather"
   assert layers.SceneMLP(100, (16, 1))._route((320, 16, 1)) == "grouped"
+  monkeypatch.setattr(kernels, "available", lambda: True)
+  # 'xla' never picks the native kernel; off the CPU it groups the scenes with ragged_dot.
+  assert layers.SceneMLP(2, (16,), route="xla")._route((320, 16)) == "all"
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert layers.SceneMLP(2, (16,), route="xla")._route((320, 16)) == "ragged"
 
 
 def test_group_by_scene_places_each_scene_in_its_own_tiles():

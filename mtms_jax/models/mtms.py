@@ -45,7 +45,7 @@ import numpy as np
 
 from mtms_jax import embedding
 from mtms_jax.errors import UserError
-from mtms_jax.models.layers import MLP, Dense, SceneMLP
+from mtms_jax.models.layers import MLP, ROUTES, Dense, SceneMLP
 from mtms_jax.schema import FeatureSchema
 
 TASKS = ("ctr", "cvr")
@@ -54,15 +54,16 @@ AGGREGATIONS = ("concat", "mean")
 
 
 class Towers(nn.Module):
-  """Per-(scene, task) towers of the embedding phase."""
+  """Per-(scene, task) towers of the embedding phase; route: SceneMLP's."""
   num_scenes: int
   hidden: tuple[int, ...]
+  route: str = "auto"
 
   @nn.compact
   def __call__(self, x_ctr, x_cvr, scene):
     features = tuple(self.hidden) + (1,)
-    ctr = SceneMLP(self.num_scenes, features, name="ctr")(x_ctr, scene)
-    cvr = SceneMLP(self.num_scenes, features, name="cvr")(x_cvr, scene)
+    ctr = SceneMLP(self.num_scenes, features, route=self.route, name="ctr")(x_ctr, scene)
+    cvr = SceneMLP(self.num_scenes, features, route=self.route, name="cvr")(x_cvr, scene)
     return ctr[:, 0], cvr[:, 0]
 
 
@@ -78,6 +79,7 @@ class RankingNetwork(nn.Module):
   num_scenes: int
   hidden: tuple[int, ...]
   residual: bool = False
+  route: str = "auto"
 
   @nn.compact
   def __call__(self, x, scene, base=None):
@@ -87,7 +89,7 @@ class RankingNetwork(nn.Module):
     if len(self.hidden) > 1:
       x = nn.relu(MLP(tuple(self.hidden[1:]), name="mlp")(x))
     logits = SceneMLP(self.num_scenes, (len(TASKS),), zero_last=self.residual,
-                      name="head")(x, scene)
+                      route=self.route, name="head")(x, scene)
     if self.residual:
       logits = base + logits
     return logits[:, 0], logits[:, 1]
@@ -95,7 +97,9 @@ class RankingNetwork(nn.Module):
 
 class Model:
   """See the module docstring. config: sharing, tower_hidden, ranking_hidden, aggregation,
-  ranking_scenes (optional, default ()), ranking_residual (optional, default False)."""
+  ranking_scenes (optional, default ()), ranking_residual (optional, default False),
+  scene_route (optional, default 'auto': how examples meet their scene's weights, one of
+  layers.ROUTES)."""
 
   phases = {"embedding": ("embedding",), "ranking": ("ranking",)}
   eval_phase = "ranking"
@@ -116,9 +120,13 @@ class Model:
     num_components = {"none": self.num_scenes * len(TASKS), "tasks": self.num_scenes,
                       "all": 1}[config.sharing]
     self.layout = embedding.make_layout(schema, num_components)
-    self.towers = Towers(self.num_scenes, tuple(config.tower_hidden))
+    route = config.get("scene_route", "auto")
+    if route not in ROUTES:
+      raise ValueError(f"config.model.scene_route={route!r}; expected one of {ROUTES}")
+    self.towers = Towers(self.num_scenes, tuple(config.tower_hidden), route)
     self.residual = config.get("ranking_residual", False)
-    self.ranker = RankingNetwork(self.num_scenes, tuple(config.ranking_hidden), self.residual)
+    self.ranker = RankingNetwork(self.num_scenes, tuple(config.ranking_hidden), self.residual,
+                                 route)
 
   def component(self, scene: jax.Array, task: int) -> jax.Array:
     """Component owning the tables of (scene, task)."""

@@ -1,0 +1,182 @@
+"""Several devices and processes train as one device does (mtms_jax/parallel.py).
+
+The test process has one CPU device, and jax fixes the device count when it starts; so these
+tests run the command line in subprocesses with XLA_FLAGS=--xla_force_host_platform_device_
+count=N. Each compares with the session's one-device smoke run (conftest.smoke_run): final
+parameters within 1e-5 relative (float sums run in another order on several devices) and
+results.json metrics to 4 decimals. The training loop runs every step under
+jax.transfer_guard('disallow'), so these runs also prove that no batch or state is copied
+implicitly.
+"""
+
+import functools
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import common
+from mtms_jax import checkpoint, models, parallel, step, train
+from mtms_jax.data import pipeline
+from mtms_jax.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "mtms_jax.main", "--config", "experiments/quickstart.py:smoke"]
+MODES = {
+    # pmap also runs the towers through ragged_dot, their route on GPUs and TPUs.
+    "pmap": ["--config.parallel.mode=pmap", "--config.model.scene_route=ragged"],
+    "mesh": ["--config.parallel.mode=mesh"],
+    "mesh_rows": ["--config.parallel.mode=mesh", "--config.parallel.table_sharding=rows"],
+}
+
+
+def _env(devices: int) -> dict:
+  # Fewer XLA passes: compiling is most of these short runs' time.
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+          "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+
+
+def _run(workdir, args, devices=4, signal_at=None) -> subprocess.CompletedProcess:
+  env = _env(devices)
+  env.pop(train.TEST_SIGNAL_ENV, None)
+  if signal_at:
+    env[train.TEST_SIGNAL_ENV] = signal_at
+  return subprocess.run(CLI + ["--workdir", str(workdir)] + args, cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _saved_state_tree(workdir, step=18):
+  path = os.path.abspath(os.path.join(workdir, checkpoint.CHECKPOINTS, str(step),
+                                      checkpoint.STATE))
+  return ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree
+
+
+def _final_params(workdir):
+  """The step-18 parameters as numpy arrays, whatever devices their checkpoint was saved on."""
+  path = os.path.abspath(os.path.join(workdir, checkpoint.CHECKPOINTS, "18", checkpoint.STATE))
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                          _saved_state_tree(workdir))
+  restored = ocp.PyTreeCheckpointer().restore(
+      path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  return restored["params"]
+
+
+def _assert_as_one_device(workdir, reference):
+  params, expected = _final_params(workdir), _final_params(reference)
+  for (path, leaf), want in zip(jax.tree_util.tree_leaves_with_path(params),
+                                jax.tree.leaves(expected)):
+    scale = max(np.abs(want).max(), 1e-30)
+    assert np.abs(leaf - want).max() <= 1e-5 * scale, jax.tree_util.keystr(path)
+  results = json.loads((workdir / "results.json").read_text())
+  want = json.loads((reference / "results.json").read_text())
+  assert results.keys() == want.keys()
+  for key, value in want.items():
+    assert results[key] == pytest.approx(value, abs=5e-5, nan_ok=True), key
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mode_killed_and_resumed_trains_as_one_device(mode, smoke_run, tmp_path):
+  # SIGKILL inside day 1's embedding phase: the run resumes from step 8's checkpoint ...
+  assert _run(tmp_path, MODES[mode], signal_at="10:KILL").returncode == -signal.SIGKILL
+  # ... and ends as the uninterrupted one-device run.
+  finished = _run(tmp_path, MODES[mode])
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  assert "Resuming" in finished.stdout
+  _assert_as_one_device(tmp_path, smoke_run)
+
+
+def test_two_processes_train_as_one_device(smoke_run, tmp_path):
+  # What `make multihost PROCS=2 DEVICES=2` runs: two processes of two devices each.
+  launch = [sys.executable, "-m", "mtms_jax.launch", "--processes=2", "--devices=2", "--",
+            *CLI[3:], "--workdir", str(tmp_path)]
+  done = subprocess.run(launch, cwd=REPO, env=_env(2), capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  _assert_as_one_device(tmp_path, smoke_run)
+  # Process 1 wrote its own copy of the run files, apart from process 0's.
+  assert (tmp_path / "process1" / "results.json").exists()
+
+
+@pytest.fixture
+def fewer_xla_passes():
+  """Compiling is most of an in-process test's time; restored after the test."""
+  saved = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", saved)
+
+
+@pytest.mark.usefixtures("fewer_xla_passes")
+def test_device_update_on_slices_equals_update_on_whole_batch(tiny_data):
+  # jax.vmap with an axis name runs pmap's collectives on one device: 4 slices of 16 rows.
+  config = common.base_config("smoke")
+  config.phases.embedding.dropout = 0.2        # each slice draws its part of one mask
+  config.model.scene_route = "xla"             # the native kernel has no batching rule
+  model = models.get_model(tiny_data.schema, config.model)
+  params = model.init(jax.random.key(0))
+  txs = step.make_phase_txs(config, model, params)        # lazy Adam on the tables
+  make = functools.partial(step.make_update, model, txs["embedding"], "embedding",
+                           config.phases.embedding)
+  whole = jax.jit(make())
+  sliced = jax.jit(jax.vmap(make(axis_name="d"), in_axes=(None, 0), out_axes=None,
+                            axis_name="d"))
+  one, four = step.init_state(params, txs), step.init_state(params, txs)
+  for batch in pipeline.train_iterator(tiny_data.columns, 64, 2, seed=3):
+    one, expected = whole(one, batch)
+    four, measured = sliced(four, {k: v.reshape((4, 16) + v.shape[1:]) for k, v in batch.items()})
+    chex.assert_trees_all_close(measured, expected, rtol=1e-6)
+  chex.assert_trees_all_close(step.without_scratch(four), step.without_scratch(one), atol=1e-6)
+
+
+@pytest.mark.parametrize("table_sharding, share", [("replicated", 1), ("rows", 1 / 4)])
+def test_row_sharded_tables_take_a_quarter_a_device_on_four(tiny_data, table_sharding, share):
+  config = common.base_config("smoke")
+  model = models.get_model(tiny_data.schema, config.model)
+  txs = step.make_phase_txs(config, model, jax.eval_shape(model.init, jax.random.key(0)))
+  state = jax.eval_shape(lambda: step.init_state(model.init(jax.random.key(0)), txs))
+  # The shardings of 4 devices, computed without them.
+  mesh = jax.sharding.AbstractMesh((4,), (parallel.AXIS,),
+                                   axis_types=(jax.sharding.AxisType.Auto,))
+  shardings = parallel.state_shardings(parallel.Plan("mesh", table_sharding, mesh), state)
+
+  def table_bytes(shape_of):
+    return sum(np.prod(shape_of(leaf, sharding)) * leaf.dtype.itemsize
+               for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(state),
+                                                 jax.tree.leaves(shardings))
+               if "'tables'" in jax.tree_util.keystr(path))
+
+  whole = table_bytes(lambda leaf, sharding: leaf.shape)
+  per_device = table_bytes(lambda leaf, sharding: sharding.shard_shape(leaf.shape))
+  # Tables, lazy Adam moments and owner scratch; only the scalar step counts stay whole.
+  assert per_device == pytest.approx(whole * share, rel=1e-3)
+
+
+def test_checkpoints_leave_out_the_owner_scratch(smoke_run):
+  saved = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(
+      _saved_state_tree(smoke_run))}
+  assert any("'mu'" in p for p in saved)                  # the lazy Adam state is saved ...
+  assert not any("owner" in p for p in saved)            # ... its scratch is not
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"table_sharding": "rows"}, "needs parallel.mode='mesh'"),
+    ({"mode": "ring"}, "parallel.mode='ring'"),
+    ({"mode": "pmap", "fake_devices": 3}, "batch_size=64 does not split over 3 devices"),
+])
+def test_bad_parallel_settings_fail_before_training(settings, message, monkeypatch):
+  config = common.base_config("smoke")
+  devices = settings.pop("fake_devices", 0)
+  if devices:     # the check needs no real devices: it runs before the mesh is built
+    monkeypatch.setattr(jax, "devices", lambda: jax.local_devices() * devices)
+  config.parallel.update(settings)
+  with pytest.raises(UserError, match=re.escape(message)):
+    parallel.make_plan(config)
