@@ -36,15 +36,19 @@ import tqdm
 from tensorboardX import SummaryWriter
 
 from mtms_jax import checkpoint, metrics, models, plots, step as step_lib, validation
-from mtms_jax.data import Dataset, pipeline, registry
+from mtms_jax.data import Dataset, logs, pipeline, registry
 from mtms_jax.errors import UserError
 
 # ----------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------
 def load_data(config: ml_collections.ConfigDict) -> Dataset:
-  """`mtms_jax.data.<config.name>.load(**config.kwargs)`, restricted to `config.scenes` if set."""
-  data = registry.load(config.name, **config.get("kwargs", {}))
+  """`mtms_jax.data.<config.name>.load(**config.kwargs)`, or the logs of schema file
+  `config.schema` if set (mtms_jax/data/logs.py), restricted to `config.scenes` if set."""
+  if config.get("schema"):
+    data = logs.load(config.schema)
+  else:
+    data = registry.load(config.name, **config.get("kwargs", {}))
   return keep_scenes(data, config.scenes) if config.get("scenes") else data
 
 

@@ -35,10 +35,17 @@ class Dataset:
     return self.take(np.flatnonzero(mask), name)
 
   def take(self, rows: np.ndarray, name: str | None = None) -> Dataset:
-    """The rows at indices `rows`, in that order (not checked again: they were)."""
-    return Dataset(columns={k: np.take(v, rows, axis=0) for k, v in self.columns.items()},
+    """The rows at indices `rows`, in that order (not checked again: they were).
+
+    Consecutive rows are a slice, so the columns are views: of a memory-mapped cache
+    (mtms_jax/data/prepare.py) too, which then stays on disk instead of being copied to RAM.
+    """
+    rows = np.asarray(rows)
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size and np.all(np.diff(rows) == 1):
+      rows = slice(int(rows[0]), int(rows[-1]) + 1)
+    return Dataset(columns={k: v[rows] for k, v in self.columns.items()},
                    schema=self.schema,
-                   truth=None if self.truth is None else {k: np.take(v, rows) for k, v in
+                   truth=None if self.truth is None else {k: v[rows] for k, v in
                                                            self.truth.items()},
                    name=name or self.name, validate=False)
 

@@ -1,0 +1,55 @@
+"""One's own logs through a schema file (mtms_jax/schema_file.py): `--config.data.schema=PATH`.
+
+`configure(config)` runs before anything else (main.py, sweep.py): it prepares the cache
+(mtms_jax/data/prepare.py), so bad input fails before any training, and sets the days the
+run trains and tests on from the schema. `load(schema)` opens the prepared cache, memory-
+mapped: a log bigger than memory trains, reading the rows each batch needs.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from mtms_jax import schema_file
+from mtms_jax.data import Dataset, prepare
+from mtms_jax.errors import UserError
+from mtms_jax.schema import DenseField, FeatureSchema, SparseField
+
+
+def configure(config: ml_collections.ConfigDict) -> None:
+  """Prepares `config.data.schema` if set, and sets train_days, test_day, validation.day."""
+  if not config.get("data", {}).get("schema"):
+    return
+  schema = schema_file.load(config.data.schema)
+  manifest = prepare.prepare(schema)
+  train_days, test_day = days(schema, manifest)
+  config.train_days = train_days
+  config.test_day = test_day
+  config.validation.day = schema_file.validation_day(schema)
+
+
+def days(schema: schema_file.LogSchema, manifest: dict) -> tuple[tuple[int, ...], int]:
+  """(train days, test day): the schema's `split`, else its splits' days, else (with a day
+  column) every day but the last, and the last."""
+  present = sorted(int(d) for d in manifest["rows_per_day"])
+  train_days = schema.train_days or tuple(present[:-1])
+  test_day = schema.test_day if schema.test_day >= 0 else present[-1]
+  missing = sorted(set(train_days + (test_day,)) - set(present))
+  if missing or not train_days:
+    raise UserError(f"{schema.path}: split: train days {list(train_days)} and test day "
+                    f"{test_day} must be days with rows, at least one of each; the data has "
+                    f"days {present}")
+  return train_days, test_day
+
+
+def load(schema: str) -> Dataset:
+  """The prepared cache of schema file `schema` (prepared first if it is not up to date)."""
+  log_schema = schema_file.load(schema)
+  manifest = prepare.prepare(log_schema)
+  features = FeatureSchema(
+      sparse=tuple(SparseField(f.name, f.size, f.dim) for f in log_schema.sparse),
+      dense=tuple(DenseField(f.name) for f in log_schema.dense),
+      scenes=tuple(manifest["scenes"]))
+  # Checked value by value while preparing; checking again would read the whole cache.
+  return Dataset(prepare.open_cache(log_schema.cache, manifest), features, name=schema,
+                 validate=False)
