@@ -110,7 +110,7 @@ def _write(schema: LogSchema, folder: Path, sources: list) -> dict:
   out = {name: open(folder / f"{name}.bin", "wb") for name in columns}
   state = _State(scenes={v: i for i, v in enumerate(schema.scene_values)})
   splits = [s for s in schema_file.SPLITS if s in schema.files] or ["all"]
-  total = sum(pq.ParquetFile(f).metadata.num_rows for f in _all_files(schema)) \
+  total = sum(_parquet_file(f).metadata.num_rows for f in _all_files(schema)) \
       if schema.format == "parquet" else None
   progress = tqdm.tqdm(total=total, unit="row", unit_scale=True, file=sys.stderr,
                        desc=f"prepare {schema.path.name}", mininterval=1.0)
@@ -200,11 +200,15 @@ def _read(schema: LogSchema, path: Path) -> Iterator[pa.RecordBatch]:
   return _read_csv(schema, path)
 
 
-def _read_parquet(schema: LogSchema, path: Path) -> Iterator[pa.RecordBatch]:
+def _parquet_file(path: Path) -> pq.ParquetFile:
   try:
-    f = pq.ParquetFile(path)
+    return pq.ParquetFile(path)
   except (pa.ArrowInvalid, OSError) as e:
     raise UserError(f"{path}: not a readable Parquet file, truncated? ({e})") from None
+
+
+def _read_parquet(schema: LogSchema, path: Path) -> Iterator[pa.RecordBatch]:
+  f = _parquet_file(path)
   _check_columns(schema, path, f.schema_arrow.names)
   for name in schema.columns():
     _check_type(path, name, f.schema_arrow.field(name).type, _expected(schema, name))
@@ -240,29 +244,29 @@ def _check_columns(schema: LogSchema, path: Path, names: list[str]):
 
 
 def _read_csv(schema: LogSchema, path: Path) -> Iterator[pa.RecordBatch]:
-  parse = pa_csv.ParseOptions(delimiter=schema.delimiter)
-  try:
-    names = pa_csv.open_csv(path, parse_options=parse).schema.names
-  except pa.ArrowInvalid as e:
-    raise UserError(f"{path}: cannot read it as CSV ({e})") from None
-  _check_columns(schema, path, names)
-  types = {n: {"any": pa.string(), "int": pa.int64(), "number": pa.float64()}[
-      _expected(schema, n)] for n in schema.columns()}
-  bad_rows = []
+  bad_lines = []
   def invalid_row(row) -> str:
-    bad_rows.append(row)
+    bad_lines.append(row)
     return "error"
   parse = pa_csv.ParseOptions(delimiter=schema.delimiter, invalid_row_handler=invalid_row)
-  convert = pa_csv.ConvertOptions(include_columns=schema.columns(), column_types=types)
+  # One thread: pyarrow then numbers the lines it cannot parse.
+  read = pa_csv.ReadOptions(block_size=1 << 22, use_threads=False)
+  types = {}
   try:
+    names = pa_csv.open_csv(path, parse_options=parse, read_options=read).schema.names
+    _check_columns(schema, path, names)
+    types = {n: {"any": pa.string(), "int": pa.int64(), "number": pa.float64()}[
+        _expected(schema, n)] for n in schema.columns()}
+    convert = pa_csv.ConvertOptions(include_columns=schema.columns(), column_types=types)
     yield from pa_csv.open_csv(path, parse_options=parse, convert_options=convert,
-                               read_options=pa_csv.ReadOptions(block_size=1 << 22))
+                               read_options=read)
   except pa.ArrowInvalid as e:
-    if bad_rows:
-      row = bad_rows[0]
-      raise UserError(f"{path}, line {row.number}: {row.actual_columns} fields, expected "
-                      f"{row.expected_columns} (a truncated or malformed line)") from None
-    raise UserError(_conversion_error(path, types) or f"{path}: {e}") from None
+    if bad_lines:
+      line = bad_lines[0]
+      raise UserError(f"{path}, line {line.number}: {line.actual_columns} fields, expected "
+                      f"{line.expected_columns} (a truncated or malformed line)") from None
+    found = _conversion_error(path, types) if types else None
+    raise UserError(found or f"{path}: cannot read it as CSV ({e})") from None
 
 
 def _conversion_error(path: Path, types: dict[str, pa.DataType]) -> str | None:
