@@ -39,6 +39,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from mtms_jax.errors import UserError
+
 CHECKPOINTS = "checkpoints"              # folder of a workdir that holds its checkpoints
 CORRUPT = "corrupt_checkpoints"          # where unreadable checkpoints are moved, not deleted
 STATE, DATA, PROGRESS, CONFIG, SCHEMA, BEST = ("state", "data", "progress", "config", "schema",
@@ -209,11 +211,11 @@ def _keyed(items: list) -> dict:
 
 
 def check_same(kind: str, source: str, saved: dict, current: dict, hint: str):
-  """Raises ValueError listing the differences between a saved and the current tree."""
+  """Raises UserError listing the differences between a saved and the current tree."""
   differences = flat_differences(saved, current)
   if differences:
     shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
-    raise ValueError(f"{source} was written with a different {kind} ({shown}). {hint}")
+    raise UserError(f"{source} was written with a different {kind} ({shown}). {hint}")
 
 
 def check_tree(abstract, saved_tree, source: str, partial: bool = False):

@@ -17,7 +17,9 @@ from mtms_jax.schema import DenseField, FeatureSchema, SparseField
 
 
 def configure(config: ml_collections.ConfigDict) -> None:
-  """Prepares `config.data.schema` if set, and sets train_days, test_day, validation.day."""
+  """Prepares `config.data.schema` if set, and sets train_days, test_day, validation.day
+  and, in a comparison, the scene its table reports: the logs' first scene (the one-scene
+  rows of experiments/common.py train on scene 0)."""
   if not config.get("data", {}).get("schema"):
     return
   schema = schema_file.load(config.data.schema)
@@ -26,6 +28,8 @@ def configure(config: ml_collections.ConfigDict) -> None:
   config.train_days = train_days
   config.test_day = test_day
   config.validation.day = schema_file.validation_day(schema)
+  if "compare" in config:
+    config.compare.scene = manifest["scenes"][0]
 
 
 def days(schema: schema_file.LogSchema, manifest: dict) -> tuple[tuple[int, ...], int]:
