@@ -57,7 +57,7 @@ import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 from scipy import stats
 
-from mtms_jax import significance, tables, train
+from mtms_jax import metrics, significance, tables, train
 
 PREDICTIONS = "test_predictions.npz"
 LAYOUTS = ("rows", "columns")
@@ -130,11 +130,9 @@ def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.nda
   saved = np.load(os.path.join(workdir, PREDICTIONS))
   rows = (np.ones_like(saved["scene"], bool) if scene == "all"
           else saved["scene"] == scenes.index(scene))
-  click, conversion = saved["click"][rows], saved["conversion"][rows]
-  ctr, cvr = saved["ctr"][rows], saved["cvr"][rows]
-  clicked = click > 0.5
-  return {"ctr": (click, ctr), "cvr": (conversion[clicked], cvr[clicked]),
-          "ctcvr": (conversion, ctr * cvr)}
+  columns = {k: saved[k][rows] for k in ("click", "conversion") if k in saved}
+  probs = {k: saved[k][rows] for k in ("ctr", "cvr") if k in saved}
+  return {task: (labels, preds) for task, labels, preds in metrics.task_slices(columns, probs)}
 
 
 @contextlib.contextmanager

@@ -3,15 +3,16 @@
   files: {train: "logs/train-*.parquet", valid: "logs/valid.parquet", test: "logs/test.parquet"}
   format: parquet              # or csv (with `delimiter`, default ',')
   scene: {column: channel}     # optional; `values: [feed, search]` fixes the scenes' order
-  labels: {click: clk, conversion: buy}
+  labels: {click: clk, conversion: buy}    # conversion optional: CTR-only data
   sparse:
     - {name: user_id, vocab: 1000000}      # integer ids in [0, vocab)
     - {name: ad_id, hash_buckets: 2000000} # strings or integers, hashed
   dense:
     - {name: price, transform: log1p}
 
-`files` is either one pattern (or a list) with a `day` column of integer days, or train /
-valid / test patterns (days 0, 1, 2 of the splits present). Patterns are relative to the
+`files` is either one pattern (or a list) with a `day` column of integer days, or with
+`split: {test_fraction: 0.2}` (the last rows are the test day, 1), or train / valid / test
+patterns (days 0, 1, 2 of the splits present). Patterns are relative to the
 schema file. Every key is checked: an unknown or missing one is a `UserError` naming the
 key and the file.
 """
@@ -19,8 +20,10 @@ key and the file.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -72,7 +75,13 @@ class LogSchema:
   dense: tuple[Dense, ...]
   train_days: tuple[int, ...]
   test_day: int
+  test_fraction: float              # > 0: the last rows are the test day (1), the rest day 0
   cache: Path
+
+  @property
+  def tasks(self) -> tuple[str, ...]:
+    """The predicted tasks its labels support (mtms_jax.schema.TASK_SETS)."""
+    return ("ctr", "cvr") if self.conversion else ("ctr",)
 
   def columns(self) -> list[str]:
     """The file columns this schema reads."""
@@ -99,9 +108,8 @@ def load(path) -> LogSchema:
   if not isinstance(raw, dict):
     raise UserError(f"{path}: expected a mapping of keys such as files, labels, sparse")
   _keys(raw, _TOP_KEYS, {"files", "labels", "sparse"}, str(path))
-  files = _files(raw["files"], raw.get("day", ""), path)
-  labels = _mapping(raw["labels"], "labels", {"click", "conversion"},
-                    {"click", "conversion"}, path)
+  files = _files(raw["files"], raw, path)
+  labels = _mapping(raw["labels"], "labels", {"click", "conversion"}, {"click"}, path)
   scene = _mapping(raw.get("scene", {}), "scene", {"column", "values"},
                    {"column"} if "scene" in raw else set(), path)
   fmt = _choice(raw.get("format", "parquet"), "format", FORMATS, path)
@@ -111,9 +119,9 @@ def load(path) -> LogSchema:
       path=path, files=files, format=fmt, delimiter=str(raw.get("delimiter", ",")),
       day=str(raw.get("day", "")), scene_column=str(scene.get("column", "")),
       scene_values=tuple(str(v) for v in scene.get("values", ())),
-      click=str(labels["click"]), conversion=str(labels["conversion"]),
+      click=str(labels["click"]), conversion=str(labels.get("conversion", "")),
       conversion_without_click=policy, sparse=_sparse(raw["sparse"], path),
-      dense=_dense(raw.get("dense", []), path), train_days=(), test_day=-1,
+      dense=_dense(raw.get("dense", []), path), train_days=(), test_day=-1, test_fraction=0.0,
       cache=path.parent / str(raw.get("cache", f"{path.stem}.cache")))
   return _with_split(schema, raw.get("split", {}))
 
@@ -140,15 +148,16 @@ def _choice(value, key: str, choices: tuple, path: Path) -> str:
   return value
 
 
-def _files(value, day: str, path: Path) -> dict[str, tuple[Path, ...]]:
+def _files(value, raw: dict, path: Path) -> dict[str, tuple[Path, ...]]:
   """Split -> files matching its patterns (relative to the schema file), sorted."""
   if isinstance(value, dict):
     _keys(value, set(SPLITS), {"train", "test"}, f"{path}: files")
     patterns = value
   else:
-    if not day:
+    if not raw.get("day") and "test_fraction" not in (raw.get("split") or {}):
       raise UserError(f"{path}: files is one set of files, so `day` must name the column of "
-                      "days; or give files as {train: ..., test: ...}")
+                      "days, or split: {test_fraction: ...} hold out the last rows; or give "
+                      "files as {train: ..., test: ...}")
     patterns = {"all": value}
   return {split: _glob(p if isinstance(p, list) else [p], path) for split, p in
           patterns.items()}
@@ -157,7 +166,8 @@ def _files(value, day: str, path: Path) -> dict[str, tuple[Path, ...]]:
 def _glob(patterns: list, path: Path) -> tuple[Path, ...]:
   found = []
   for pattern in patterns:
-    matches = sorted(path.parent.glob(str(pattern)))
+    # os.path.join keeps an absolute pattern as it is.
+    matches = sorted(Path(p) for p in glob.glob(os.path.join(path.parent, str(pattern))))
     if not matches:
       raise UserError(f"{path}: files: no file matches {pattern!r} (relative to "
                       f"{path.parent})")
@@ -200,13 +210,20 @@ def _dense(value, path: Path) -> tuple[Dense, ...]:
 def _with_split(schema: LogSchema, split) -> LogSchema:
   """Train and test days: given by `split`, else the splits' days (train 0, valid 1 if
   present, test last) or, with a `day` column, set once the days are known (prepare)."""
-  split = _mapping(split, "split", {"train_days", "test_day"}, set(), schema.path)
+  split = _mapping(split, "split", {"train_days", "test_day", "test_fraction"}, set(),
+                   schema.path)
   train_days = tuple(int(d) for d in split.get("train_days", ()))
   test_day = int(split.get("test_day", -1))
+  fraction = split.get("test_fraction", 0.0)
+  if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1 or (
+      fraction and (schema.day or "all" not in schema.files)):
+    raise UserError(f"{schema.path}: split: test_fraction={fraction!r}: expected a share of "
+                    "the rows in (0, 1), with one set of files and no day column")
   if "all" not in schema.files:
     train_days = train_days or (0,)
     test_day = test_day if test_day >= 0 else len(schema.files) - 1
-  return dataclasses.replace(schema, train_days=train_days, test_day=test_day)
+  return dataclasses.replace(schema, train_days=train_days, test_day=test_day,
+                             test_fraction=float(fraction))
 
 
 def validation_day(schema: LogSchema) -> int:

@@ -6,13 +6,14 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from experiments import common
-from mtms_jax import compare, config_checks, train
+from mtms_jax import compare, config_checks, models, train
 from mtms_jax.data import logs
 from mtms_jax.errors import UserError
 
@@ -133,3 +134,50 @@ def test_epochs_without_steps_must_be_positive():
   config.compare.rows.mtms_loss.phases.ranking.steps = -1
   with pytest.raises(UserError, match=r"rows\.mtms_loss\.phases\.ranking\.steps=-1"):
     config_checks.check(config)
+
+
+@pytest.mark.parametrize("experiment", ["quickstart", "esmm"])
+def test_ctr_only_logs_have_no_cvr_tables_towers_losses_or_metrics(tmp_path, experiment):
+  path = write_logs(tmp_path, rows=(300, 300, 200, 200))
+  path.write_text(SCHEMA.replace(", conversion: buy", ""))
+  config = __import__(f"experiments.{experiment}", fromlist=["get_config"]).get_config("smoke")
+  config = schema_config(config, path)
+  assert config.checkpoint.best_metric == "val/all/ctr/auc"
+  assert {p.loss for p in config.phases.values()} == {"ctr"}
+  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert {k.split("/")[2] for k in results if k.startswith(("test/", "val/"))} == {"ctr"}
+  assert np.isfinite(results["test/all/ctr/auc"])
+  model = models.get_model(logs.load(str(path)).schema, config.model)
+  params = jax.eval_shape(model.init, jax.random.key(0))
+  names = {"/".join(str(getattr(k, "key", k)) for k in p)
+           for p, _ in jax.tree_util.tree_leaves_with_path(params)}
+  assert not any("cvr" in n for n in names) and any("ctr" in n for n in names)
+  if experiment == "quickstart":           # one table set per (scene, task): 2 scenes x ctr
+    assert model.layout.num_components == 2
+
+
+def test_a_loss_of_absent_tasks_is_a_one_line_error(tmp_path):
+  path = write_logs(tmp_path)
+  path.write_text(SCHEMA.replace(", conversion: buy", ""))
+  table1 = __import__("experiments.table1", fromlist=["get_config"]).get_config("smoke")
+  with pytest.raises(UserError, match=r"phases\.ranking\.loss='cvr' trains none of the tasks"):
+    schema_config(table1, path)
+
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLES = {"aliccp": (200, ("ctr", "cvr")), "aliexpress": (120, ("ctr", "cvr")),
+           "kuairand": (200, ("ctr",))}
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_the_shared_samples_prepare_through_schema_files_alone(tmp_path, name):
+  # A copy beside tmp_path's cache, its relative paths made absolute.
+  text = (REPO / "schemas" / f"{name}.yaml").read_text()
+  path = tmp_path / f"{name}.yaml"
+  path.write_text(text.replace("../../shared/data", str(SHARED_DATA)))
+  config = schema_config(common.base_config("smoke"), path)
+  data = logs.load(str(path))
+  rows, tasks = SAMPLES[name]
+  assert (len(data), data.schema.tasks) == (rows, tasks)
+  assert config.test_day in set(data.columns["day"].tolist())

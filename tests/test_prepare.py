@@ -190,3 +190,18 @@ def test_days_come_from_the_day_column(tmp_path):
   assert manifest["rows_per_day"] == {"3": 3, "4": 3, "5": 4}
   assert logs.days(schema, manifest) == ((3, 4), 5)
   assert json.loads((tmp_path / "d.cache" / "manifest.json").read_text())["scenes"] == ["all"]
+
+
+def test_one_file_with_a_test_fraction_holds_out_its_last_rows(tmp_path):
+  pq.write_table(table(), tmp_path / "all.parquet")
+  path = tmp_path / "f.yaml"
+  path.write_text("files: all.parquet\nsplit: {test_fraction: 0.3}\nlabels: {click: clk}\n"
+                  "sparse: [{name: user, vocab: 10}]\n")
+  schema = schema_file.load(path)
+  manifest = prepare.prepare(schema)
+  assert manifest["rows_per_day"] == {"0": 7, "1": 3}
+  assert "conversion" not in manifest["columns"] and schema.tasks == ("ctr",)
+  np.testing.assert_array_equal(logs.load(str(path)).columns["day"], [0] * 7 + [1] * 3)
+  path.write_text(path.read_text().replace("0.3", "1.5"))
+  with pytest.raises(UserError, match="test_fraction=1.5"):
+    schema_file.load(path)

@@ -30,6 +30,32 @@ def configure(config: ml_collections.ConfigDict) -> None:
   config.validation.day = schema_file.validation_day(schema)
   if "compare" in config:
     config.compare.scene = manifest["scenes"][0]
+  if "cvr" not in schema.tasks:
+    follow_tasks(config, ("ctr",))
+
+
+def follow_tasks(config: ml_collections.ConfigDict, tasks: tuple[str, ...],
+                 prefix: str = "config") -> None:
+  """Makes the losses, metrics and table tasks of `config` those of data with `tasks` only:
+  absent tasks leave each loss, a metric on one becomes the same metric on CTR.
+
+  Raises:
+    UserError: a loss trains none of `tasks` (e.g. Table I's fine-tune loss 'cvr').
+  """
+  for key, value in config.items():
+    where = f"{prefix}.{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      follow_tasks(value, tasks, where)
+    elif key == "loss":
+      kept = [t for t in value.split("+") if t.strip() in tasks]
+      if not kept:
+        raise UserError(f"{where}={value!r} trains none of the tasks of the data ({tasks}: "
+                        "the schema has no conversion label)")
+      config[key] = "+".join(kept)
+    elif key in ("metric", "best_metric") and value:
+      config[key] = value.replace("/ctcvr/", "/ctr/").replace("/cvr/", "/ctr/")
+    elif key == "tasks" and prefix.endswith("compare"):
+      config[key] = tuple(t for t in value if t in tasks) or tasks
 
 
 def days(schema: schema_file.LogSchema, manifest: dict) -> tuple[tuple[int, ...], int]:
@@ -53,7 +79,7 @@ def load(schema: str) -> Dataset:
   features = FeatureSchema(
       sparse=tuple(SparseField(f.name, f.size, f.dim) for f in log_schema.sparse),
       dense=tuple(DenseField(f.name) for f in log_schema.dense),
-      scenes=tuple(manifest["scenes"]))
+      scenes=tuple(manifest["scenes"]), tasks=log_schema.tasks)
   # Checked value by value while preparing; checking again would read the whole cache.
   return Dataset(prepare.open_cache(log_schema.cache, manifest), features, name=schema,
                  validate=False)

@@ -8,7 +8,7 @@ naming the file, the column, the data row counted from 0 without the header, and
 expected), ids are kept or hashed, and each column is appended to a raw file of the cache:
 
   ids.bin (N, F) int32, dense.bin (N, Nd) float32, scene.bin, day.bin (N,) int32,
-  click.bin, conversion.bin (N,) float32,
+  click.bin, conversion.bin (N,) float32 (no conversion for CTR-only data),
   manifest.json: the schema's digest, the source files' sizes and mtimes, rows per day,
   scenes, and each column's dtype and shape.
 
@@ -87,9 +87,14 @@ def _replace(tmp: Path, cache: Path):
 
 def open_cache(cache: Path, manifest: dict) -> dict[str, np.ndarray]:
   """The cache's columns, memory-mapped read-only: pages are read when rows are used."""
-  return {name: np.memmap(cache / f"{name}.bin", dtype=spec["dtype"], mode="r",
-                          shape=tuple(spec["shape"]))
-          for name, spec in manifest["columns"].items() if spec["shape"][0] > 0}
+  return {name: _open_column(cache / f"{name}.bin", spec["dtype"], tuple(spec["shape"]))
+          for name, spec in manifest["columns"].items()}
+
+
+def _open_column(path: Path, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+  if not np.prod(shape):       # (N, 0): no dense fields; mmap cannot map an empty file
+    return np.zeros(shape, dtype)
+  return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
 
 # ----------------------------------------------------------------------------------------
@@ -106,7 +111,8 @@ class _State:
 
 
 def _write(schema: LogSchema, folder: Path, sources: list) -> dict:
-  columns = ["ids", "dense", "scene", "day", "click", "conversion"]
+  columns = ["ids", "dense", "scene", "day", "click"] + (["conversion"] if schema.conversion
+                                                          else [])
   out = {name: open(folder / f"{name}.bin", "wb") for name in columns}
   state = _State(scenes={v: i for i, v in enumerate(schema.scene_values)})
   splits = [s for s in schema_file.SPLITS if s in schema.files] or ["all"]
@@ -132,6 +138,8 @@ def _write(schema: LogSchema, folder: Path, sources: list) -> dict:
   n = sum(state.rows_per_day.values())
   if n == 0:
     raise UserError(f"{schema.path}: the files hold no rows to train on")
+  if schema.test_fraction:
+    state.rows_per_day = _hold_out_tail(folder / "day.bin", n, schema.test_fraction)
   widths = {"ids": (len(schema.sparse),), "dense": (len(schema.dense),)}
   dtypes = {"ids": "int32", "dense": "float32", "scene": "int32", "day": "int32"}
   manifest = {"schema_file": str(schema.path.resolve()), "schema": schema.digest(),
@@ -142,6 +150,19 @@ def _write(schema: LogSchema, folder: Path, sources: list) -> dict:
                           for c in columns}}
   (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
   return manifest
+
+
+def _hold_out_tail(path: Path, n: int, fraction: float) -> dict[int, int]:
+  """Rewrites the day column: the last `fraction` of the rows day 1, the others day 0."""
+  test = round(n * fraction)
+  if not 0 < test < n:
+    raise UserError(f"split: test_fraction={fraction} of {n} rows leaves no training or no "
+                    "test rows")
+  days = np.memmap(path, np.int32, mode="r+", shape=(n,))
+  days[:n - test] = 0
+  days[n - test:] = 1
+  days.flush()
+  return {0: n - test, 1: test}
 
 
 def _all_files(schema: LogSchema) -> list[Path]:
@@ -161,9 +182,10 @@ def _convert_file(schema: LogSchema, path: Path, day: int, state: _State
              if schema.dense else np.zeros((n, 0), np.float32),
              "scene": _scene(batch, schema, state, where),
              "day": _day(batch, schema.day, where) if schema.day else np.full(n, day, np.int32)}
-    chunk["conversion"] = _label(batch, schema.conversion, where)
-    keep = _orphans(chunk, where, state)
-    chunk = {k: np.ascontiguousarray(v[keep]) for k, v in chunk.items()}
+    if schema.conversion:
+      chunk["conversion"] = _label(batch, schema.conversion, where)
+      keep = _orphans(chunk, where, state)
+      chunk = {k: np.ascontiguousarray(v[keep]) for k, v in chunk.items()}
     for d, count in zip(*np.unique(chunk["day"], return_counts=True)):
       state.rows_per_day[int(d)] = state.rows_per_day.get(int(d), 0) + int(count)
     first_row += n
