@@ -94,7 +94,9 @@ def open_cache(cache: Path, manifest: dict) -> dict[str, np.ndarray]:
 def _open_column(path: Path, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
   if not np.prod(shape):       # (N, 0): no dense fields; mmap cannot map an empty file
     return np.zeros(shape, dtype)
-  return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+  # A plain ndarray view of the mapping: batches gathered from an np.memmap are np.memmap
+  # too, and jax takes those several times slower than ndarrays (bench_logs.py).
+  return np.asarray(np.memmap(path, dtype=dtype, mode="r", shape=shape))
 
 
 # ----------------------------------------------------------------------------------------
