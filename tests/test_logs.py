@@ -181,3 +181,11 @@ def test_the_shared_samples_prepare_through_schema_files_alone(tmp_path, name):
   rows, tasks = SAMPLES[name]
   assert (len(data), data.schema.tasks) == (rows, tasks)
   assert config.test_day in set(data.columns["day"].tolist())
+
+
+def test_an_unknown_experiment_name_lists_the_experiments():
+  proc = subprocess.run(["make", "-s", "known-experiment", "NAME=nope"], cwd=REPO,
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 2
+  assert proc.stderr.startswith("error: unknown experiment NAME=nope; known: ")
+  assert set(EXPERIMENTS) <= set(proc.stderr.splitlines()[0].split()[5:])

@@ -205,3 +205,12 @@ def test_one_file_with_a_test_fraction_holds_out_its_last_rows(tmp_path):
   path.write_text(path.read_text().replace("0.3", "1.5"))
   with pytest.raises(UserError, match="test_fraction=1.5"):
     schema_file.load(path)
+
+
+def test_a_split_of_the_cache_is_a_view_of_the_file_not_a_copy(tmp_path):
+  data = logs.load(str(write(tmp_path)))
+  for day in (0, 1):
+    rows = data.days(day)
+    assert len(rows) == 3
+    for name, column in rows.columns.items():
+      assert column.size == 0 or np.shares_memory(column, data.columns[name]), name
