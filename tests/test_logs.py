@@ -62,9 +62,12 @@ def run_main(workdir, *args):
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_takes_a_schema_file(name):
+def test_every_experiment_takes_a_schema_file_and_passes_the_config_checks(name):
   module = __import__(f"experiments.{name}", fromlist=["get_config"])
-  assert module.get_config("smoke").data.schema == ""
+  for arg in (None, "smoke"):
+    config = module.get_config(arg)
+    assert config.data.schema == ""
+    config_checks.check(config)
 
 
 def test_a_schema_file_trains_and_a_changed_schema_cannot_resume(tmp_path):
