@@ -20,7 +20,7 @@ TRAIN_ENV := GLIBC_TUNABLES=$(MALLOC_TUNABLES)
 # the build warns and the models use their XLA routes (mtms_jax.kernels.available()).
 KERNELS := mtms_jax/kernels/_build/libscene_matmul.so
 
-.PHONY: setup experiment multihost test lint bench bench-serving export sweep quality clean
+.PHONY: setup experiment multihost test lint bench bench-logs bench-serving export sweep quality data known-experiment clean
 
 setup: $(STAMP) $(KERNELS)
 
@@ -33,7 +33,12 @@ $(STAMP): requirements.lock pyproject.toml
 $(KERNELS): mtms_jax/kernels/scene_matmul.cc $(STAMP)
 	$(PY) -m mtms_jax.kernels || echo "WARNING: native kernels not built; using XLA routes"
 
-experiment: $(STAMP) $(KERNELS)
+# An unknown NAME lists the experiments instead of failing inside the config loader.
+known-experiment:
+	@test -f experiments/$(NAME).py || { echo "error: unknown experiment NAME=$(NAME); known:" \
+	  $(filter-out __init__ common,$(basename $(notdir $(wildcard experiments/*.py)))) >&2; exit 2; }
+
+experiment: known-experiment $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.main --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
 
 # PROCS local processes of DEVICES CPU devices each, as one multi-process run (mode=mesh),
@@ -47,7 +52,7 @@ multihost: $(STAMP) $(KERNELS)
 
 # Every point of the experiment's get_hyper in checkpoints/NAME/sweep/<point>/, then the
 # sweep table (sweep.csv, sweep.md, sweep.png) there. Rerun to finish an interrupted sweep.
-sweep: $(STAMP) $(KERNELS)
+sweep: known-experiment $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.sweep --config $(CONFIG) --workdir checkpoints/$(NAME)/sweep $(ARGS)
 
 test: $(STAMP) $(KERNELS)
@@ -66,10 +71,20 @@ export: $(STAMP) $(KERNELS)
 bench-serving: $(STAMP)
 	$(PY) -m mtms_jax.serving_bench --exported $(EXPORTED) $(ARGS)
 
+# Bigger than RAM: a 50M-row, 20-field log prepared into DIR and trained from its memory-mapped
+# cache, against an in-memory copy; writes bench_logs.json (README, Your own logs). ~10 GB in DIR.
+bench-logs: $(STAMP) $(KERNELS)
+	$(TRAIN_ENV) $(PY) -m mtms_jax.bench_logs --dir $(DIR) $(ARGS)
+
 # Every model at its defaults on held-out rows of a workload with a known oracle, plus
 # epoch curves; writes checkpoints/quality/quality.md (README, Quality). Rerun to resume.
 quality: $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.main --config experiments/quality.py$(if $(ARG),:$(ARG),) --workdir checkpoints/quality$(if $(RUN),/$(RUN),) $(ARGS)
+
+# Checks the logs of schema file SCHEMA and writes their cache (README, Your own logs);
+# training on --config.data.schema=SCHEMA does it too, when the cache is not up to date.
+data: $(STAMP)
+	$(PY) -m mtms_jax.data.prepare $(SCHEMA)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mtms_jax experiments tests benchmarks

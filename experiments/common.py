@@ -24,7 +24,10 @@ def synthetic_data(**overrides):
             "num_ads": 300, "embedding_dim": 16, "seed": 0}
   kwargs.update(overrides)
   # scenes: indices of the scenes to keep (empty keeps all), e.g. (0,) for a one-scene model.
-  return ml_collections.ConfigDict({"name": "synthetic", "kwargs": kwargs, "scenes": ()})
+  # schema: a schema file of one's own logs (README, Your own logs); set, it replaces the
+  # data set and sets train_days, test_day and validation.day (mtms_jax/data/logs.py).
+  return ml_collections.ConfigDict({"name": "synthetic", "kwargs": kwargs, "scenes": (),
+                                    "schema": ""})
 
 
 # The row-wise table optimizer equal to each optax optimizer on the rows a batch touches
@@ -207,16 +210,16 @@ def dataset(name):
     return ({"data": synthetic_data(rows_per_day=300_000), "train_days": (0, 1, 2),
              "test_day": 3, "batch_size": 1024}, 0, "scene0")
   if name == "movielens":
-    data = ml_collections.ConfigDict({"name": "movielens", "scenes": (),
+    data = ml_collections.ConfigDict({"name": "movielens", "scenes": (), "schema": "",
                                       "kwargs": {"path": MOVIELENS_PATH, "num_days": 5}})
     return ({"data": data, "train_days": (0, 1, 2, 3), "test_day": 4, "batch_size": 256},
             2, "age_ge35")
   if name == "zipf":
-    data = ml_collections.ConfigDict({"name": "zipf", "scenes": (), "kwargs": {
+    data = ml_collections.ConfigDict({"name": "zipf", "scenes": (), "schema": "", "kwargs": {
         "num_rows": 1_000_000, "label_scale": 1.12, "seed": 1}})
     return ({"data": data, "train_days": (0,), "test_day": 1, "batch_size": 1024}, 0, "all")
   if name == "census":
-    data = ml_collections.ConfigDict({"name": "census", "scenes": (), "kwargs": {
+    data = ml_collections.ConfigDict({"name": "census", "scenes": (), "schema": "", "kwargs": {
         "path": CENSUS_PATH, "click_label": "never_married"}})
     validation = ml_collections.ConfigDict({"day": 1, "fraction": 0.1, "max_rows": 100_000})
     return ({"data": data, "train_days": (0,), "test_day": 2, "batch_size": 256,

@@ -212,11 +212,11 @@ def _keyed(items: list) -> dict:
 
 
 def check_same(kind: str, source: str, saved: dict, current: dict, hint: str):
-  """Raises ValueError listing the differences between a saved and the current tree."""
+  """Raises UserError listing the differences between a saved and the current tree."""
   differences = flat_differences(saved, current)
   if differences:
     shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
-    raise ValueError(f"{source} was written with a different {kind} ({shown}). {hint}")
+    raise UserError(f"{source} was written with a different {kind} ({shown}). {hint}")
 
 
 def check_tree(abstract, saved_tree, source: str, partial: bool = False):

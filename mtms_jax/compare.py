@@ -57,7 +57,7 @@ import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 from scipy import stats
 
-from mtms_jax import significance, tables, train
+from mtms_jax import metrics, significance, tables, train
 
 PREDICTIONS = "test_predictions.npz"
 LAYOUTS = ("rows", "columns")
@@ -130,17 +130,16 @@ def scene_predictions(workdir: str, scene: str) -> dict[str, np.ndarray]:
   saved = np.load(os.path.join(workdir, PREDICTIONS))
   rows = (np.ones_like(saved["scene"], bool) if scene == "all"
           else saved["scene"] == scenes.index(scene))
-  return {k: saved[k][rows] for k in ("ctr", "cvr", "click", "conversion")}
+  return {k: saved[k][rows] for k in ("ctr", "cvr", "click", "conversion") if k in saved}
 
 
 def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{task: (labels, predictions)} on the rows of `scene` ('all': every row) in a run's
-  saved predictions."""
+  saved predictions (only 'ctr' for CTR-only data)."""
   saved = scene_predictions(workdir, scene)
-  click, conversion, ctr, cvr = (saved[k] for k in ("click", "conversion", "ctr", "cvr"))
-  clicked = click > 0.5
-  return {"ctr": (click, ctr), "cvr": (conversion[clicked], cvr[clicked]),
-          "ctcvr": (conversion, ctr * cvr)}
+  columns = {k: saved[k] for k in ("click", "conversion") if k in saved}
+  probs = {k: saved[k] for k in ("ctr", "cvr") if k in saved}
+  return {task: (labels, preds) for task, labels, preds in metrics.task_slices(columns, probs)}
 
 
 @contextlib.contextmanager

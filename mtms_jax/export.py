@@ -3,7 +3,7 @@ r"""Export a trained run for serving: `python -m mtms_jax.export --workdir W --o
 DIR is self-contained; `mtms_jax.serving.load(DIR)` scores with it, without this package's
 training code (jax and numpy only):
 
-  model.stablehlo   the scoring function (params, batch) -> {'ctr', 'cvr'} probabilities,
+  model.stablehlo   the scoring function (params, batch) -> {task: probability} (the schema's tasks),
                     serialized with jax.export (StableHLO, a symbolic batch dimension)
   params/<i>.npy    every parameter array, the embedding tables included: inputs of the
                     graph, not constants baked into it, so tables can be replaced or
@@ -35,7 +35,6 @@ from mtms_jax import checkpoint, errors, kernels, models, step as step_lib
 from mtms_jax.schema import FeatureSchema
 
 GRAPH, MANIFEST, SCHEMA, PARAMS = "model.stablehlo", "manifest.json", "schema.json", "params"
-TASKS = ("ctr", "cvr")
 BATCH_COLUMNS = ("ids", "dense", "scene")
 
 
@@ -114,7 +113,7 @@ def write_artifact(out: str, config: ml_collections.ConfigDict, model, params: d
     manifest[name] = {"file": f"{PARAMS}/{i}.npy", "shape": list(value.shape),
                       "dtype": str(value.dtype)}
     np.save(os.path.join(out, manifest[name]["file"]), value)
-  info = {**model.schema.to_dict(), "tasks": list(TASKS),
+  info = {**model.schema.to_dict(), "tasks": list(model.schema.tasks),
           "batch": {k: {"shape": ["batch", *v.shape[1:]], "dtype": str(v.dtype)}
                     for k, v in batch_spec(model.schema, 1).items()},
           "prediction_phases": step_lib.prediction_phases(config, model), "source": source}

@@ -45,13 +45,17 @@ def log_not_both(ctr_logit: jax.Array, cvr_logit: jax.Array, log_p: jax.Array) -
 
 def per_example(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array]
                 ) -> dict[str, jax.Array]:
-  """Sigmoid cross-entropy of every task for every example, (B,) each; nothing masked."""
+  """Sigmoid cross-entropy of every task for every example, (B,) each; nothing masked.
+  A model of CTR-only data has no cvr logit: ctr alone."""
+  ctr = optax.sigmoid_binary_cross_entropy(outputs["ctr_logit"], batch["click"])
+  if "cvr_logit" not in outputs:
+    return {"ctr": ctr}
   ctr_logit, cvr_logit = outputs["ctr_logit"], outputs["cvr_logit"]
-  click, conversion = batch["click"], batch["conversion"]
+  conversion = batch["conversion"]
   # log p(click & conversion) = log sigmoid(a) + log sigmoid(b), never forming the product.
   log_p = jax.nn.log_sigmoid(ctr_logit) + jax.nn.log_sigmoid(cvr_logit)
   return {
-      "ctr": optax.sigmoid_binary_cross_entropy(ctr_logit, click),
+      "ctr": ctr,
       "cvr": optax.sigmoid_binary_cross_entropy(cvr_logit, conversion),
       "ctcvr": -(conversion * log_p
                  + (1.0 - conversion) * log_not_both(ctr_logit, cvr_logit, log_p)),
@@ -80,7 +84,8 @@ def combine(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array], sp
   terms = parse_loss(spec)
   losses = per_example(outputs, batch)
   task_means = {}
-  for task, mask in masks(batch).items():
+  for task in losses:
+    mask = masks(batch)[task]
     count = mask.sum() if axis_name is None else jax.lax.psum(mask.sum(), axis_name)
     task_means[task] = (losses[task] * mask).sum() / jnp.maximum(count, 1.0)
   weights = weights or {}

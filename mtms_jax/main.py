@@ -7,8 +7,9 @@ that restart failed jobs restart it; the message says how to resume. A config wi
 `compare` section (experiments/table1.py) runs a multi-model comparison (compare.py), one
 with a `quality` section too (experiments/quality.py) the quality benchmark (quality.py), one
 with a `replay` section too (experiments/replay.py) an auction replay (replay.py).
-A mistake the user can fix (`errors.UserError`: a config value, a data file) is printed as
-one line and exits with status 2; `--verbosity=1` shows its traceback too.
+A mistake the user can fix (`errors.UserError`: a config value, a data file, a schema file
+and the logs it names, checked before training) is printed as one line and exits with
+status 2; `--verbosity=1` shows its traceback too.
 """
 
 import shlex
@@ -17,7 +18,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import compare, errors, parallel, quality, replay, train
+from mtms_jax import compare, config_checks, errors, parallel, quality, replay, train
+from mtms_jax.data import logs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -33,6 +35,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     config = _CONFIG.value
+    config_checks.check(config)
+    logs.configure(config)
     parallel.initialize(config)
     run = (quality.run if "quality" in config else replay.run if "replay" in config
            else compare.run if "compare" in config else train.train_and_evaluate)

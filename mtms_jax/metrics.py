@@ -45,9 +45,12 @@ def task_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 
 
 def task_slices(columns: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray]):
-  """(task, labels, predictions) of each task on its own rows; probs has 'ctr' and 'cvr'."""
-  clicked = columns["click"] > 0.5
+  """(task, labels, predictions) of each task on its own rows; probs has 'ctr' and 'cvr',
+  or 'ctr' alone for CTR-only data."""
   yield "ctr", columns["click"], probs["ctr"]
+  if "cvr" not in probs:
+    return
+  clicked = columns["click"] > 0.5
   yield "cvr", columns["conversion"][clicked], probs["cvr"][clicked]
   yield "ctcvr", columns["conversion"], probs["ctr"] * probs["cvr"]
 
@@ -58,7 +61,7 @@ def report(split: str, columns: Mapping[str, np.ndarray], probs: Mapping[str, np
   out = {}
   scene_masks = [(name, columns["scene"] == s) for s, name in enumerate(scenes)]
   for scene_name, mask in scene_masks + [("all", np.ones_like(columns["scene"], bool))]:
-    sliced_cols = {k: columns[k][mask] for k in ("click", "conversion")}
+    sliced_cols = {k: columns[k][mask] for k in ("click", "conversion") if k in columns}
     sliced_probs = {k: v[mask] for k, v in probs.items()}
     for task, labels, preds in task_slices(sliced_cols, sliced_probs):
       for metric, value in task_metrics(labels, preds).items():
@@ -73,8 +76,10 @@ def format_table(results: Mapping[str, float], split: str, scenes: tuple[str, ..
   header = ["scene", "task", "count"] + list(metrics) + (["oracle_auc", "auc/oracle"]
                                                          if has_oracle else [])
   rows = []
+  # The tasks of the report: CTR-only data has no cvr or ctcvr rows.
+  tasks = [t for t in ("ctr", "cvr", "ctcvr") if f"{split}/all/{t}/count" in results]
   for scene in tuple(scenes) + ("all",):
-    for task in ("ctr", "cvr", "ctcvr"):
+    for task in tasks:
       prefix = f"{split}/{scene}/{task}"
       row = [scene, task, str(results.get(f"{prefix}/count", 0))]
       row += [f"{results.get(f'{prefix}/{m}', float('nan')):.4f}" for m in metrics]

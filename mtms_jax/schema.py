@@ -6,7 +6,8 @@ A data set in mtms_jax is a dict of numpy columns (see `mtms_jax.data.Dataset`):
   dense       (N, Nd) float32 one column per dense field, in `schema.dense` order
   scene       (N,) int32      service scenario, 0 <= scene < num_scenes
   click       (N,) float32    1 if the impression was clicked
-  conversion  (N,) float32    1 if it converted (only possible after a click)
+  conversion  (N,) float32    1 if it converted (only possible after a click); absent from
+                              CTR-only data (schema.tasks == ('ctr',))
   day         (N,) int32      time slot of the row
 
 The schema travels with every run (`feature_schema.json` in the workdir) so that a run, a
@@ -23,6 +24,9 @@ from typing import Any
 import numpy as np
 
 COLUMNS = ("ids", "dense", "scene", "click", "conversion", "day")
+# The predicted tasks a data set's labels support: clicks and conversions, or clicks only.
+# ctcvr = ctr x cvr is derived, so it comes with cvr.
+TASK_SETS = (("ctr", "cvr"), ("ctr",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +52,7 @@ class DenseField:
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSchema:
-  """Fields, scenes and tasks of a data set.
+  """Fields, scenes and predicted tasks of a data set.
 
   Example:
     schema = FeatureSchema(sparse=(SparseField('user', 1000), SparseField('ad', 300)),
@@ -57,11 +61,15 @@ class FeatureSchema:
   sparse: tuple[SparseField, ...]
   dense: tuple[DenseField, ...] = ()
   scenes: tuple[str, ...] = ("scene0",)
+  tasks: tuple[str, ...] = TASK_SETS[0]
 
   def __post_init__(self):
     object.__setattr__(self, "sparse", tuple(self.sparse))
     object.__setattr__(self, "dense", tuple(self.dense))
     object.__setattr__(self, "scenes", tuple(self.scenes))
+    object.__setattr__(self, "tasks", tuple(self.tasks))
+    if self.tasks not in TASK_SETS:
+      raise ValueError(f"tasks {self.tasks}: expected one of {TASK_SETS}")
     if not self.sparse:
       raise ValueError("a schema needs at least one sparse field")
     if not self.scenes:
@@ -74,6 +82,16 @@ class FeatureSchema:
   @property
   def num_scenes(self) -> int:
     return len(self.scenes)
+
+  @property
+  def columns(self) -> tuple[str, ...]:
+    """The columns of a data set of this schema."""
+    return tuple(c for c in COLUMNS if c != "conversion" or "cvr" in self.tasks)
+
+  @property
+  def metric_tasks(self) -> tuple[str, ...]:
+    """The tasks metrics and losses can have: the predicted ones, and ctcvr with cvr."""
+    return self.tasks + (("ctcvr",) if "cvr" in self.tasks else ())
 
   @property
   def num_sparse(self) -> int:
@@ -90,7 +108,7 @@ class FeatureSchema:
   def from_dict(cls, d: Mapping[str, Any]) -> FeatureSchema:
     return cls(sparse=tuple(SparseField(**f) for f in d["sparse"]),
                dense=tuple(DenseField(**f) for f in d.get("dense", ())),
-               scenes=tuple(d["scenes"]))
+               scenes=tuple(d["scenes"]), tasks=tuple(d.get("tasks", TASK_SETS[0])))
 
   def save(self, path) -> None:
     with open(path, "w") as f:
@@ -103,12 +121,13 @@ class FeatureSchema:
 
   def validate(self, columns: Mapping[str, np.ndarray], source: str = "data") -> None:
     """Raises ValueError naming the column (and row) that does not fit this schema."""
-    missing = [c for c in COLUMNS if c not in columns]
+    missing = [c for c in self.columns if c not in columns]
     if missing:
-      raise ValueError(f"{source}: missing columns {missing}; expected {list(COLUMNS)}")
+      raise ValueError(f"{source}: missing columns {missing}; expected {list(self.columns)}")
     n = len(columns["scene"])
     expected_shapes = {"ids": (n, self.num_sparse), "dense": (n, self.num_dense),
                        "scene": (n,), "click": (n,), "conversion": (n,), "day": (n,)}
+    expected_shapes = {k: v for k, v in expected_shapes.items() if k in self.columns}
     for name, shape in expected_shapes.items():
       if columns[name].shape != shape:
         raise ValueError(f"{source}: column {name!r} has shape {columns[name].shape}, "
@@ -120,11 +139,12 @@ class FeatureSchema:
         raise ValueError(f"{source}: row {bad[0]}, sparse field {field.name!r}: id "
                          f"{ids[bad[0], j]} outside [0, {field.vocab_size})")
     _check_range(columns["scene"], 0, self.num_scenes - 1, "scene", source)
-    for label in ("click", "conversion"):
-      _check_binary(columns[label], label, source)
-    bad = np.flatnonzero((columns["conversion"] > 0) & (columns["click"] == 0))
-    if bad.size:
-      raise ValueError(f"{source}: row {bad[0]}: conversion without a click")
+    _check_binary(columns["click"], "click", source)
+    if "conversion" in self.columns:
+      _check_binary(columns["conversion"], "conversion", source)
+      bad = np.flatnonzero((columns["conversion"] > 0) & (columns["click"] == 0))
+      if bad.size:
+        raise ValueError(f"{source}: row {bad[0]}: conversion without a click")
     bad = np.flatnonzero(~np.isfinite(columns["dense"]).all(axis=1))
     if bad.size:
       raise ValueError(f"{source}: row {bad[0]}: non-finite dense value")

@@ -310,16 +310,16 @@ def prediction_phases(config: ml_collections.ConfigDict, model) -> dict[str, str
   order = list(config.schedule.order)
   phases = [model.eval_phase] + [p for p in reversed(order) if p != model.eval_phase]
   sources = {}
-  for task in ("ctr", "cvr"):
+  for task in model.schema.tasks:
     trained = [p for p in phases if p in order and task in trained_tasks(config.phases[p].loss)]
     sources[task] = trained[0] if trained else model.eval_phase
   return sources
 
 
 def make_predict_fn(model, phase: str | dict[str, str]):
-  """Jitted (params, batch) -> {'ctr', 'cvr'} probabilities of `phase`'s outputs, or of
-  each task's own phase ({task: phase}, from `prediction_phases`)."""
-  sources = phase if isinstance(phase, dict) else {"ctr": phase, "cvr": phase}
+  """Jitted (params, batch) -> {task: probabilities} of `phase`'s outputs, or of each
+  task's own phase ({task: phase}, from `prediction_phases`)."""
+  sources = phase if isinstance(phase, dict) else dict.fromkeys(model.schema.tasks, phase)
 
   def predict(params, batch):
     outputs = {p: models.forward(model, params, batch, p) for p in set(sources.values())}

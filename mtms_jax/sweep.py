@@ -40,7 +40,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import metrics, plots, train
+from mtms_jax import config_checks, errors, metrics, plots, train
+from mtms_jax.data import logs
 
 Point = dict[str, Any]
 AUCS = ("test/all/ctr/auc", "test/all/cvr/auc", "test/all/ctcvr/auc")   # shown in sweep.md
@@ -290,6 +291,13 @@ def main(argv):
   # 'experiments/NAME.py:ARG' -> the file; its get_config(ARG) already gave FLAGS.config.
   path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":", 1)[0]
   workdir = flags.FLAGS.workdir
+  try:
+    # Before any point: the base config's values, and its schema file's logs (prepared once).
+    config_checks.check(flags.FLAGS.config)
+    logs.configure(flags.FLAGS.config)
+  except errors.UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(errors.EXIT_USER_ERROR)
   try:
     rows = run_sweep(flags.FLAGS.config, hyper_points(load_module(path)), workdir, path)
   except train.Interrupted as e:

@@ -38,15 +38,19 @@ from tensorboardX import SummaryWriter
 
 from mtms_jax import (checkpoint, metrics, models, parallel, plots, step as step_lib,
                       validation)
-from mtms_jax.data import Dataset, pipeline, registry
+from mtms_jax.data import Dataset, logs, pipeline, registry
 from mtms_jax.errors import UserError
 
 # ----------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------
 def load_data(config: ml_collections.ConfigDict) -> Dataset:
-  """`mtms_jax.data.<config.name>.load(**config.kwargs)`, restricted to `config.scenes` if set."""
-  data = registry.load(config.name, **config.get("kwargs", {}))
+  """`mtms_jax.data.<config.name>.load(**config.kwargs)`, or the logs of schema file
+  `config.schema` if set (mtms_jax/data/logs.py), restricted to `config.scenes` if set."""
+  if config.get("schema"):
+    data = logs.load(config.schema)
+  else:
+    data = registry.load(config.name, **config.get("kwargs", {}))
   return keep_scenes(data, config.scenes) if config.get("scenes") else data
 
 
@@ -142,7 +146,7 @@ def make_schedule(config: ml_collections.ConfigDict, rows_per_day: dict[int, int
 # Evaluation
 # ----------------------------------------------------------------------------------------
 def predict(predict_fn, params, data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
-  parts = {"ctr": [], "cvr": []}
+  parts = {task: [] for task in data.schema.tasks}
   for batch, n in pipeline.eval_batches(data.columns, batch_size):
     out = jax.device_get(predict_fn(params, batch))
     for k in parts:
@@ -162,14 +166,15 @@ def evaluate(predict_fn, params, data: Dataset, batch_size: int, split: str) -> 
 def save_predictions(predict_fn, params, data: Dataset, batch_size: int, path: str):
   """Test-day predictions with the labels and scene of every row, as an .npz file."""
   probs = predict(predict_fn, params, data, batch_size)
-  np.savez(path, **probs, **{k: data.columns[k] for k in ("scene", "click", "conversion")})
+  np.savez(path, **probs, **{k: data.columns[k] for k in ("scene", "click", "conversion")
+                             if k in data.columns})
 
 
 def check_validation_metrics(config: ml_collections.ConfigDict, val_data: Dataset):
   """Fails before training, not at the first save or evaluation, on a best-checkpoint or
   early-stopping metric that the validation rows cannot score."""
   constant = np.full(len(val_data), 0.5)
-  known = metrics.report("val", val_data.columns, {"ctr": constant, "cvr": constant},
+  known = metrics.report("val", val_data.columns, dict.fromkeys(val_data.schema.tasks, constant),
                          val_data.schema.scenes)
   aucs = sorted(k for k in known if k.endswith("/auc"))
   best = config.checkpoint.best_metric
@@ -527,7 +532,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
              else report[es.metric])
     scalars = {f"val/{phase}/{es.metric.replace('/', '_')}": score}
     scalars.update({f"val/{phase}/{task}/auc": report[f"val/all/{task}/auc"]
-                    for task in ("ctr", "cvr", "ctcvr")})
+                    for task in data.schema.metric_tasks})
     return score, scalars
 
   # What a checkpoint must match to be resumed, as its JSON items read back.

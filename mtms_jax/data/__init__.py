@@ -31,20 +31,35 @@ class Dataset:
     return len(self.columns["scene"])
 
   def select(self, mask: np.ndarray, name: str | None = None) -> Dataset:
-    """Rows where `mask` is true, as a new Dataset."""
+    """Rows where `mask` is true, as a new Dataset (a view when they are consecutive)."""
+    mask = np.asarray(mask, bool)
+    first, stop = int(np.argmax(mask)), len(mask) - int(np.argmax(mask[::-1]))
+    if mask.any() and mask[first:stop].all():       # no index array: 8 bytes a row
+      return self._rows(slice(first, stop), name)
     return self.take(np.flatnonzero(mask), name)
 
   def take(self, rows: np.ndarray, name: str | None = None) -> Dataset:
-    """The rows at indices `rows`, in that order (not checked again: they were)."""
-    return Dataset(columns={k: np.take(v, rows, axis=0) for k, v in self.columns.items()},
+    """The rows at indices `rows`, in that order (not checked again: they were).
+
+    Consecutive rows are a slice, so the columns are views: of a memory-mapped cache
+    (mtms_jax/data/prepare.py) too, which then stays on disk instead of being copied to RAM.
+    """
+    rows = np.asarray(rows)
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size and np.all(np.diff(rows) == 1):
+      rows = slice(int(rows[0]), int(rows[-1]) + 1)
+    return self._rows(rows, name)
+
+  def _rows(self, rows: np.ndarray | slice, name: str | None) -> Dataset:
+    return Dataset(columns={k: v[rows] for k, v in self.columns.items()},
                    schema=self.schema,
-                   truth=None if self.truth is None else {k: np.take(v, rows) for k, v in
+                   truth=None if self.truth is None else {k: v[rows] for k, v in
                                                            self.truth.items()},
                    name=name or self.name, validate=False)
 
   def days(self, days) -> Dataset:
     days = np.atleast_1d(np.asarray(days))
-    missing = sorted(set(days.tolist()) - set(np.unique(self.columns["day"]).tolist()))
+    # Not np.unique of the day column: it sorts a copy, a large one for a big cache.
+    missing = sorted(d for d in set(days.tolist()) if not (self.columns["day"] == d).any())
     if missing:
       raise ValueError(f"{self.name}: no rows for day(s) {missing}; days present: "
                        f"{np.unique(self.columns['day']).tolist()}")

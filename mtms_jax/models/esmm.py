@@ -23,13 +23,14 @@ from mtms_jax.models.layers import MLP
 
 
 class Network(nn.Module):
-  """Two towers on the same input: (B, I) -> ctr, cvr logits (B,)."""
+  """A tower per task on the same input: (B, I) -> ctr, cvr logits (B,)."""
   tower_hidden: Sequence[int]
+  tasks: Sequence[str]
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
     features = tuple(self.tower_hidden) + (1,)
-    return MLP(features, name="ctr")(x)[:, 0], MLP(features, name="cvr")(x)[:, 0]
+    return tuple(MLP(features, name=task)(x)[:, 0] for task in self.tasks)
 
 
 class Model(joint.JointModel):
@@ -37,4 +38,4 @@ class Model(joint.JointModel):
 
   def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:
     joint.check_widths(config, "tower_hidden", allow_empty=("tower_hidden",))
-    return Network(tuple(config.tower_hidden))
+    return Network(tuple(config.tower_hidden), self.schema.tasks)

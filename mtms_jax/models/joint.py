@@ -76,9 +76,11 @@ def check_widths(config: ml_collections.ConfigDict, *fields: str, allow_empty=()
 
 
 class JointModel(abc.ABC):
-  """The model protocol (`mtms_jax.models`) around a flax `network(x) -> (ctr, cvr)` logits.
+  """The model protocol (`mtms_jax.models`) around a flax `network(x) -> logits`, one (B,)
+  array per task of `schema.tasks` (ctr, cvr; ctr alone on CTR-only data).
 
-  Subclasses define `make_network(config) -> nn.Module`, checking the config fields it reads.
+  Subclasses define `make_network(config) -> nn.Module`, checking the config fields it reads
+  and giving the network `self.schema.tasks`.
   """
 
   phases = {"joint": ("embedding", "ranking")}
@@ -93,7 +95,7 @@ class JointModel(abc.ABC):
 
   @abc.abstractmethod
   def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:
-    """The flax module mapping the (B, I) input to (ctr, cvr) logits, each (B,)."""
+    """The flax module mapping the (B, I) input to a logit per task, each (B,)."""
 
   @property
   def input_width(self) -> int:
@@ -124,5 +126,5 @@ class JointModel(abc.ABC):
     x = embedding.flatten_rows(rows)[:, 0]                                  # (B, W)
     scene = jax.nn.one_hot(batch["scene"], self.num_scenes, dtype=x.dtype)   # (B, S)
     x = jnp.concatenate([x, batch["dense"], scene], axis=-1)                # (B, I)
-    ctr, cvr = self.network.apply({"params": params["ranking"]}, x)
-    return {"ctr_logit": ctr, "cvr_logit": cvr}
+    logits = self.network.apply({"params": params["ranking"]}, x)
+    return {f"{task}_logit": logit for task, logit in zip(self.schema.tasks, logits)}

@@ -25,16 +25,17 @@ class Network(nn.Module):
   num_experts: int
   expert_hidden: Sequence[int]
   tower_hidden: Sequence[int]
+  tasks: Sequence[str]
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
     experts = joint.Experts(self.num_experts, tuple(self.expert_hidden), name="experts")(x)
     features = tuple(self.tower_hidden) + (1,)
     logits = []
-    for task in ("ctr", "cvr"):
+    for task in self.tasks:
       mixed = joint.Gate(self.num_experts, name=f"gate_{task}")(x, experts)
       logits.append(MLP(features, name=task)(mixed)[:, 0])
-    return logits[0], logits[1]
+    return tuple(logits)
 
 
 class Model(joint.JointModel):
@@ -44,4 +45,5 @@ class Model(joint.JointModel):
     if config.num_experts < 1:
       raise ValueError(f"config.model.num_experts={config.num_experts}: expected >= 1")
     joint.check_widths(config, "expert_hidden", "tower_hidden", allow_empty=("tower_hidden",))
-    return Network(config.num_experts, tuple(config.expert_hidden), tuple(config.tower_hidden))
+    return Network(config.num_experts, tuple(config.expert_hidden), tuple(config.tower_hidden),
+                   self.schema.tasks)

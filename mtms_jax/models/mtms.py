@@ -1,7 +1,8 @@
 """MTMS: the multi-task, multi-scene unified ranking model (Tan et al., Fig. 1 and 2).
 
-Notation: B batch, S scenes, T = 2 tasks (ctr, cvr), C components, F fields, W = width of one
-component's concatenated field embeddings (sum of dims over fields), Nd dense features.
+Notation: B batch, S scenes, T tasks (ctr, cvr; ctr alone on CTR-only data), C components,
+F fields, W = width of one component's concatenated field embeddings (sum of dims over
+fields), Nd dense features.
 
 Components (config.sharing):
   'none'   C = S * T: every (scene, task) has its own tables (the paper's non-shared design).
@@ -48,27 +49,29 @@ from mtms_jax.errors import UserError
 from mtms_jax.models.layers import MLP, ROUTES, Dense, SceneMLP
 from mtms_jax.schema import FeatureSchema
 
-TASKS = ("ctr", "cvr")
 SHARING = ("none", "tasks", "all")
 AGGREGATIONS = ("concat", "mean")
 
 
 class Towers(nn.Module):
-  """Per-(scene, task) towers of the embedding phase; route: SceneMLP's."""
+  """Per-(scene, task) towers of the embedding phase: one input and one logit per task;
+  route: SceneMLP's."""
   num_scenes: int
   hidden: tuple[int, ...]
+  tasks: tuple[str, ...]
   route: str = "auto"
 
   @nn.compact
-  def __call__(self, x_ctr, x_cvr, scene):
+  def __call__(self, *inputs_and_scene):
+    *inputs, scene = inputs_and_scene
     features = tuple(self.hidden) + (1,)
-    ctr = SceneMLP(self.num_scenes, features, route=self.route, name="ctr")(x_ctr, scene)
-    cvr = SceneMLP(self.num_scenes, features, route=self.route, name="cvr")(x_cvr, scene)
-    return ctr[:, 0], cvr[:, 0]
+    return tuple(SceneMLP(self.num_scenes, features, route=self.route, name=task)(x, scene)[:, 0]
+                 for task, x in zip(self.tasks, inputs))
 
 
 class RankingNetwork(nn.Module):
-  """Upper network over aggregated embeddings: shared MLP, one (ctr, cvr) head per scene.
+  """Upper network over aggregated embeddings: shared MLP, one head per scene (a logit per
+  task).
 
   The scene enters as a learned bias of the first layer, gathered per example: the same
   function as a one-hot scene input, without S input columns. With `residual`, the heads
@@ -78,6 +81,7 @@ class RankingNetwork(nn.Module):
   """
   num_scenes: int
   hidden: tuple[int, ...]
+  num_tasks: int
   residual: bool = False
   route: str = "auto"
 
@@ -88,11 +92,11 @@ class RankingNetwork(nn.Module):
     x = nn.relu(Dense(self.hidden[0], name="input")(x) + scene_bias[scene])
     if len(self.hidden) > 1:
       x = nn.relu(MLP(tuple(self.hidden[1:]), name="mlp")(x))
-    logits = SceneMLP(self.num_scenes, (len(TASKS),), zero_last=self.residual,
+    logits = SceneMLP(self.num_scenes, (self.num_tasks,), zero_last=self.residual,
                       route=self.route, name="head")(x, scene)
     if self.residual:
       logits = base + logits
-    return logits[:, 0], logits[:, 1]
+    return tuple(logits[:, t] for t in range(self.num_tasks))
 
 
 class Model:
@@ -112,26 +116,27 @@ class Model:
                        f"{AGGREGATIONS}")
     self.schema = schema
     self.config = config
+    self.tasks = schema.tasks          # CTR-only data: no CVR tables, towers or heads
     self.num_scenes = schema.num_scenes
     self.ranking_scenes = tuple(config.get("ranking_scenes", ()))
     if not all(0 <= s < self.num_scenes for s in self.ranking_scenes):
       raise ValueError(f"config.model.ranking_scenes={self.ranking_scenes}: expected scene "
                        f"indices in [0, {self.num_scenes})")
-    num_components = {"none": self.num_scenes * len(TASKS), "tasks": self.num_scenes,
+    num_components = {"none": self.num_scenes * len(self.tasks), "tasks": self.num_scenes,
                       "all": 1}[config.sharing]
     self.layout = embedding.make_layout(schema, num_components)
     route = config.get("scene_route", "auto")
     if route not in ROUTES:
       raise ValueError(f"config.model.scene_route={route!r}; expected one of {ROUTES}")
-    self.towers = Towers(self.num_scenes, tuple(config.tower_hidden), route)
+    self.towers = Towers(self.num_scenes, tuple(config.tower_hidden), self.tasks, route)
     self.residual = config.get("ranking_residual", False)
-    self.ranker = RankingNetwork(self.num_scenes, tuple(config.ranking_hidden), self.residual,
-                                 route)
+    self.ranker = RankingNetwork(self.num_scenes, tuple(config.ranking_hidden), len(self.tasks),
+                                 self.residual, route)
 
   def component(self, scene: jax.Array, task: int) -> jax.Array:
     """Component owning the tables of (scene, task)."""
     if self.config.sharing == "none":
-      return scene * len(TASKS) + task
+      return scene * len(self.tasks) + task
     if self.config.sharing == "tasks":
       return scene
     return jnp.zeros_like(scene)
@@ -142,7 +147,7 @@ class Model:
       raise UserError("config.model.sharing='all': every scene shares one component, so "
                       "no scene's tables can be told apart")
     return sorted({int(self.component(np.asarray(s), t)) for s in scenes
-                   for t in range(len(TASKS))})
+                   for t in range(len(self.tasks))})
 
   def scene_masks(self, embedding_params: dict, scenes) -> dict:
     """Masks over params['embedding'], True where a parameter belongs to one of `scenes`:
@@ -163,7 +168,7 @@ class Model:
     rows and the scene's tower slices are copied; other scenes keep `new`'s."""
     pairs = [(int(old_model.component(np.asarray(s_old), t)),
               int(self.component(np.asarray(s_new), t)))
-             for s_old, s_new in scenes.items() for t in range(len(TASKS))]
+             for s_old, s_new in scenes.items() for t in range(len(self.tasks))]
     source, target = (np.array(x) for x in zip(*pairs))
     c_old, c_new = old_model.layout.num_components, self.layout.num_components
 
@@ -181,12 +186,12 @@ class Model:
 
   def scene_components(self, scene: jax.Array) -> jax.Array:
     """(B,) -> (B, C / S): the distinct components of each example's scene."""
-    per_scene = {"none": len(TASKS), "tasks": 1, "all": 1}[self.config.sharing]
+    per_scene = {"none": len(self.tasks), "tasks": 1, "all": 1}[self.config.sharing]
     return jnp.stack([self.component(scene, t) for t in range(per_scene)], axis=1)
 
   def components(self, scene: jax.Array, phase: str) -> jax.Array:
     if phase == "embedding":
-      return jnp.stack([self.component(scene, t) for t in range(len(TASKS))], axis=1)
+      return jnp.stack([self.component(scene, t) for t in range(len(self.tasks))], axis=1)
     if self.ranking_scenes and self.config.sharing != "all":
       sources = [scene] + [jnp.full_like(scene, s) for s in self.ranking_scenes]
       return jnp.concatenate([self.scene_components(s) for s in sources], axis=1)
@@ -198,8 +203,8 @@ class Model:
     (scene, cvr) components are: (B,) positions, one per task."""
     if self.ranking_scenes and self.config.sharing != "all":
       per_scene = self.layout.num_components // self.num_scenes
-      return [jnp.full_like(scene, min(t, per_scene - 1)) for t in range(len(TASKS))]
-    return [self.component(scene, t) for t in range(len(TASKS))]
+      return [jnp.full_like(scene, min(t, per_scene - 1)) for t in range(len(self.tasks))]
+    return [self.component(scene, t) for t in range(len(self.tasks))]
 
   @property
   def num_ranking_sources(self) -> int:
@@ -223,8 +228,8 @@ class Model:
     scene = jnp.zeros((1,), jnp.int32)
     x_tower = jnp.zeros((1, self._tower_width))
     x_rank = jnp.zeros((1, self._ranking_width))
-    base = jnp.zeros((1, len(TASKS)))
-    return (self.towers.init(rng_towers, x_tower, x_tower, scene)["params"],
+    base = jnp.zeros((1, len(self.tasks)))
+    return (self.towers.init(rng_towers, *[x_tower] * len(self.tasks), scene)["params"],
             self.ranker.init(rng_ranker, x_rank, scene, base)["params"])
 
   @property
@@ -240,8 +245,8 @@ class Model:
     x = embedding.flatten_rows(rows)                                         # (B, K, W)
     scene = batch["scene"]
     if phase == "embedding":
-      inputs = [jnp.concatenate([x[:, t], batch["dense"]], axis=-1) for t in range(len(TASKS))]
-      ctr, cvr = self.towers.apply({"params": params["embedding"]["towers"]}, *inputs, scene)
+      inputs = [jnp.concatenate([x[:, t], batch["dense"]], axis=-1) for t in range(len(self.tasks))]
+      logits = self.towers.apply({"params": params["embedding"]["towers"]}, *inputs, scene)
     elif phase == "ranking":
       if self.config.aggregation == "concat":
         agg = x.reshape(x.shape[0], -1)                                     # (B, K * W)
@@ -255,7 +260,7 @@ class Model:
         base = jnp.stack(self.towers.apply(
             {"params": params["embedding"]["towers"]},
             *[jnp.concatenate([o, batch["dense"]], axis=-1) for o in own], scene), axis=1)
-      ctr, cvr = self.ranker.apply({"params": params["ranking"]}, inputs, scene, base)
+      logits = self.ranker.apply({"params": params["ranking"]}, inputs, scene, base)
     else:
       raise ValueError(f"phase {phase!r}; MTMS has phases {tuple(self.phases)}")
-    return {"ctr_logit": ctr, "cvr_logit": cvr}
+    return {f"{task}_logit": logit for task, logit in zip(self.tasks, logits)}

@@ -23,8 +23,6 @@ import ml_collections
 from mtms_jax.models import joint
 from mtms_jax.models.layers import MLP
 
-TASKS = ("ctr", "cvr")
-
 
 class Network(nn.Module):
   """(B, I) -> num_levels extraction levels -> one tower per task -> logits (B,)."""
@@ -33,27 +31,28 @@ class Network(nn.Module):
   shared_experts: int
   expert_hidden: Sequence[int]
   tower_hidden: Sequence[int]
+  tasks: tuple[str, ...]
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    inputs = {name: x for name in TASKS + ("shared",)}
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+    inputs = {name: x for name in self.tasks + ("shared",)}
     for level in range(self.num_levels):
       inputs = self._level(level, inputs, last=level == self.num_levels - 1)
     features = tuple(self.tower_hidden) + (1,)
-    return tuple(MLP(features, name=task)(inputs[task])[:, 0] for task in TASKS)
+    return tuple(MLP(features, name=task)(inputs[task])[:, 0] for task in self.tasks)
 
   def _level(self, level: int, inputs: dict, last: bool) -> dict:
     """One extraction level: {task or 'shared': (B, I_k)} -> {task [, 'shared']: (B, H)}."""
-    counts = {**{task: self.task_experts for task in TASKS}, "shared": self.shared_experts}
+    counts = {**{task: self.task_experts for task in self.tasks}, "shared": self.shared_experts}
     experts = {name: joint.Experts(n, tuple(self.expert_hidden),
                                    name=f"level{level}_{name}_experts")(inputs[name])
                for name, n in counts.items()}                                # (B, E_name, H)
     out = {}
-    for task in TASKS:
+    for task in self.tasks:
       own = jnp.concatenate([experts[task], experts["shared"]], axis=1)
       out[task] = joint.Gate(own.shape[1], name=f"level{level}_{task}_gate")(inputs[task], own)
     if not last:
-      every = jnp.concatenate([experts[name] for name in TASKS + ("shared",)], axis=1)
+      every = jnp.concatenate([experts[name] for name in self.tasks + ("shared",)], axis=1)
       out["shared"] = joint.Gate(every.shape[1], name=f"level{level}_shared_gate")(
           inputs["shared"], every)
     return out
@@ -68,4 +67,4 @@ class Model(joint.JointModel):
         raise ValueError(f"config.model.{field}={config[field]}: expected >= 1")
     joint.check_widths(config, "expert_hidden", "tower_hidden", allow_empty=("tower_hidden",))
     return Network(config.num_levels, config.task_experts, config.shared_experts,
-                   tuple(config.expert_hidden), tuple(config.tower_hidden))
+                   tuple(config.expert_hidden), tuple(config.tower_hidden), self.schema.tasks)

@@ -20,15 +20,16 @@ from mtms_jax.models.layers import MLP
 
 
 class Network(nn.Module):
-  """(B, I) -> bottom (B, H) -> ctr and cvr towers -> logits (B,)."""
+  """(B, I) -> bottom (B, H) -> a tower per task (ctr, cvr) -> logits (B,)."""
   bottom_hidden: Sequence[int]
   tower_hidden: Sequence[int]
+  tasks: Sequence[str]
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
     h = nn.relu(MLP(tuple(self.bottom_hidden), name="bottom")(x))
     features = tuple(self.tower_hidden) + (1,)
-    return MLP(features, name="ctr")(h)[:, 0], MLP(features, name="cvr")(h)[:, 0]
+    return tuple(MLP(features, name=task)(h)[:, 0] for task in self.tasks)
 
 
 class Model(joint.JointModel):
@@ -36,4 +37,4 @@ class Model(joint.JointModel):
 
   def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:
     joint.check_widths(config, "bottom_hidden", "tower_hidden", allow_empty=("tower_hidden",))
-    return Network(tuple(config.bottom_hidden), tuple(config.tower_hidden))
+    return Network(tuple(config.bottom_hidden), tuple(config.tower_hidden), self.schema.tasks)
