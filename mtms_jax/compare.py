@@ -234,6 +234,9 @@ def _paired_tests(c, name, task, runs, baseline_runs) -> dict[str, float]:
     if name != c.baseline:
       per_seed = [TESTS[metric](labels, run[task][1], base[task][1]).p
                   for run, base in zip(runs, baseline_runs)]
-      out.update({f"{key}_p": test.p, f"{key}_p_seed_min": float(np.nanmin(per_seed)),
-                  f"{key}_p_seed_max": float(np.nanmax(per_seed))})
+      # A test without a verdict (NaN: e.g. no positives on a tiny test set) is left out;
+      # with none left the range is NaN.
+      defined = [p for p in per_seed if np.isfinite(p)] or [np.nan]
+      out.update({f"{key}_p": test.p, f"{key}_p_seed_min": float(min(defined)),
+                  f"{key}_p_seed_max": float(max(defined))})
   return out
