@@ -124,6 +124,15 @@ def timed_windows(step, state, next_batch, warmup: int, windows: int, steps: int
   return rates, state, float(measurements["loss"])
 
 
+def init_training(model, spec: BenchModel, args, seed: int):
+  """(fresh train state, jitted update) of `model` in `spec`'s phase."""
+  pconfig = phase_config(spec, args)
+  params = model.init(jax.random.key(seed))
+  tx = step_lib.make_phase_optimizer(pconfig.optimizer, params, model.phases[spec.phase])
+  state = step_lib.init_state(params, {spec.phase: tx})
+  return state, step_lib.make_update_fn(model, tx, spec.phase, pconfig)
+
+
 def run_model(name: str, args) -> dict:
   spec = BENCH_MODELS[name]
   data = make_workload(args.rows, args.scenes, args.fields, args.vocab, args.zipf, args.dim,
@@ -135,12 +144,7 @@ def run_model(name: str, args) -> dict:
     if "no module" not in str(e):
       raise
     return {"model": name, "skipped": str(e)}
-  pconfig = phase_config(spec, args)
-  params = model.init(jax.random.key(args.seed))
-  tx = step_lib.make_phase_optimizer(pconfig.optimizer, params, model.phases[spec.phase])
-  state = step_lib.init_state(params, {spec.phase: tx})
-  del params
-  update = step_lib.make_update_fn(model, tx, spec.phase, pconfig)
+  state, update = init_training(model, spec, args, args.seed)
 
   total = args.warmup + args.windows * args.window_steps
   batches = pipeline.train_iterator(data.columns, args.batch, 2 * total + args.staged,

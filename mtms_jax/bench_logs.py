@@ -104,9 +104,7 @@ def rss_anon() -> int:
 
 def run_mode(schema: str, mode: str, args) -> dict:
   # jax and the models only in workers: the driver stays small and starts nothing.
-  import jax
-
-  from mtms_jax import bench, models, step as step_lib
+  from mtms_jax import bench, models
   from mtms_jax.data import logs, pipeline
 
   memory = PeakRssAnon()
@@ -114,15 +112,9 @@ def run_mode(schema: str, mode: str, args) -> dict:
   columns = data.days(0).columns                   # a view of the cache: day 0 is contiguous
   if mode == "ram":
     columns = {k: np.array(v[:args.ram_rows]) for k, v in columns.items()}
-  spec = bench.BENCH_MODELS["mtms_embedding"]
-  bench_args = bench.parse_args([])
+  spec, bench_args = bench.BENCH_MODELS["mtms_embedding"], bench.parse_args([])
   model = models.get_model(data.schema, bench.model_config(spec, bench_args))
-  pconfig = bench.phase_config(spec, bench_args)
-  params = model.init(jax.random.key(0))
-  tx = step_lib.make_phase_optimizer(pconfig.optimizer, params, model.phases[spec.phase])
-  state = step_lib.init_state(params, {spec.phase: tx})
-  del params
-  update = step_lib.make_update_fn(model, tx, spec.phase, pconfig)
+  state, update = bench.init_training(model, spec, bench_args, seed=0)
   total = args.warmup + args.windows * args.window_steps
   batches = pipeline.train_iterator(columns, args.batch, total, seed=0)
   rates, _, loss = bench.timed_windows(update, state, lambda: next(batches), args.warmup,

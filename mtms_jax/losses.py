@@ -84,8 +84,9 @@ def combine(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.Array], sp
   terms = parse_loss(spec)
   losses = per_example(outputs, batch)
   task_means = {}
+  task_masks = masks(batch)
   for task in losses:
-    mask = masks(batch)[task]
+    mask = task_masks[task]
     count = mask.sum() if axis_name is None else jax.lax.psum(mask.sum(), axis_name)
     task_means[task] = (losses[task] * mask).sum() / jnp.maximum(count, 1.0)
   weights = weights or {}

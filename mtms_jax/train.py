@@ -452,8 +452,9 @@ class Loop:
                 "warm_start": self.warm_start, "train_seconds": self.train_seconds(),
                 "early_stopping": self.stopper.to_json() if self.stopper else None}
     best = self.stopper.best_params if self.stopper else None
-    self.checkpoints.save(step, step_lib.without_scratch(state), batches, progress, self.identity["config"],
-                          self.identity["schema"], metrics=ranked, best=best)
+    self.checkpoints.save(step, step_lib.without_scratch(state), batches, progress,
+                          self.identity["config"], self.identity["schema"], metrics=ranked,
+                          best=best)
 
 
 # ----------------------------------------------------------------------------------------
