@@ -11,14 +11,14 @@ ARGS ?=
 WORKDIR := checkpoints/$(NAME)$(if $(RUN),/$(RUN),)
 # ARG goes to the experiment's get_config(ARG), e.g. ARG=smoke.
 CONFIG := experiments/$(NAME).py$(if $(ARG),:$(ARG),)
-# glibc malloc for training: transparent huge pages for the tables (= mtms_jax.bench.
+# glibc malloc for training: transparent huge pages for the tables (= benchmarks.bench.
 # MALLOC_TUNABLES, which says why).
 MALLOC_TUNABLES := glibc.malloc.hugetlb=1
 TRAIN_ENV := GLIBC_TUNABLES=$(MALLOC_TUNABLES)
 
-# Native CPU kernels (mtms_jax/kernels), compiled for this machine. Without a C++ compiler
-# the build warns and the models use their XLA routes (mtms_jax.kernels.available()).
-KERNELS := mtms_jax/kernels/_build/libscene_matmul.so
+# Native CPU kernels (mtms_jax/models/kernels), compiled for this machine. Without a C++ compiler
+# the build warns and the models use their XLA routes (mtms_jax.models.kernels.available()).
+KERNELS := mtms_jax/models/kernels/_build/libscene_matmul.so
 
 .PHONY: setup experiment multihost test lint bench bench-logs bench-serving export sweep quality data known-experiment clean
 
@@ -30,8 +30,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-$(KERNELS): mtms_jax/kernels/scene_matmul.cc $(STAMP)
-	$(PY) -m mtms_jax.kernels || echo "WARNING: native kernels not built; using XLA routes"
+$(KERNELS): mtms_jax/models/kernels/scene_matmul.cc $(STAMP)
+	$(PY) -m mtms_jax.models.kernels || echo "WARNING: native kernels not built; using XLA routes"
 
 # An unknown NAME lists the experiments instead of failing inside the config loader.
 known-experiment:
@@ -53,28 +53,28 @@ multihost: $(STAMP) $(KERNELS)
 # Every point of the experiment's get_hyper in checkpoints/NAME/sweep/<point>/, then the
 # sweep table (sweep.csv, sweep.md, sweep.png) there. Rerun to finish an interrupted sweep.
 sweep: known-experiment $(STAMP) $(KERNELS)
-	$(TRAIN_ENV) $(PY) -m mtms_jax.sweep --config $(CONFIG) --workdir checkpoints/$(NAME)/sweep $(ARGS)
+	$(TRAIN_ENV) $(PY) -m mtms_jax.runs.sweep --config $(CONFIG) --workdir checkpoints/$(NAME)/sweep $(ARGS)
 
 test: $(STAMP) $(KERNELS)
 	$(PY) -m pytest tests $(ARGS)
 
 # Training throughput per model on a generated workload; writes bench.json (README, Performance).
 bench: $(STAMP) $(KERNELS)
-	$(TRAIN_ENV) $(PY) -m mtms_jax.bench $(ARGS)
+	$(TRAIN_ENV) $(PY) -m benchmarks.bench $(ARGS)
 
-# The serving artifact of checkpoints/NAME[/RUN] in exported/NAME[/RUN] (mtms_jax/export.py),
+# The serving artifact of checkpoints/NAME[/RUN] in exported/NAME[/RUN] (mtms_jax/serving/export.py),
 # and its scoring latency on this CPU (README, Export and serving).
 EXPORTED := exported/$(NAME)$(if $(RUN),/$(RUN),)
 export: $(STAMP) $(KERNELS)
 	$(PY) -m mtms_jax.export --workdir $(WORKDIR) --out $(EXPORTED) $(ARGS)
 
 bench-serving: $(STAMP)
-	$(PY) -m mtms_jax.serving_bench --exported $(EXPORTED) $(ARGS)
+	$(PY) -m mtms_jax.serving.bench --exported $(EXPORTED) $(ARGS)
 
 # Bigger than RAM: a 50M-row, 20-field log prepared into DIR and trained from its memory-mapped
 # cache, against an in-memory copy; writes bench_logs.json (README, Your own logs). ~10 GB in DIR.
 bench-logs: $(STAMP) $(KERNELS)
-	$(TRAIN_ENV) $(PY) -m mtms_jax.bench_logs --dir $(DIR) $(ARGS)
+	$(TRAIN_ENV) $(PY) -m benchmarks.bench_logs --dir $(DIR) $(ARGS)
 
 # Every model at its defaults on held-out rows of a workload with a known oracle, plus
 # epoch curves; writes checkpoints/quality/quality.md (README, Quality). Rerun to resume.
@@ -84,10 +84,10 @@ quality: $(STAMP) $(KERNELS)
 # Checks the logs of schema file SCHEMA and writes their cache (README, Your own logs);
 # training on --config.data.schema=SCHEMA does it too, when the cache is not up to date.
 data: $(STAMP)
-	$(PY) -m mtms_jax.data.prepare $(SCHEMA)
+	$(PY) -m mtms_jax.data.logs.prepare $(SCHEMA)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mtms_jax experiments tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache mtms_jax/kernels/_build
+	rm -rf $(VENV) .pytest_cache mtms_jax/models/kernels/_build

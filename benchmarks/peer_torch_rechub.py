@@ -4,7 +4,7 @@ r"""Training throughput of the peer library torch-rechub on mtms_jax's bench wor
   /tmp/peer/bin/pip install torch-rechub==0.9.0 numpy scipy
   /tmp/peer/bin/python benchmarks/peer_torch_rechub.py --models esmm,mmoe,ple,shared_bottom
 
-The workload is the one of `python -m mtms_jax.bench`, from the same generator
+The workload is the one of `python -m benchmarks.bench`, from the same generator
 (`mtms_jax.bench_workload`, which needs no jax: this venv has none; the script puts the
 repository on sys.path to import it). 1,000,000 rows, 2 scenes (60/40),
 20 sparse fields of 100,000 Zipf(1.1) ids behind a random permutation, clicks about 4%,
@@ -41,7 +41,8 @@ from importlib import metadata
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mtms_jax import bench_workload  # noqa: E402  (after the path it lives on)
+from benchmarks import worker
+from mtms_jax.data import zipf
 
 MODELS = ("esmm", "mmoe", "ple", "shared_bottom")
 BATCH, DIM, THREADS, STAGED, SEED = 2048, 16, 2, 16, 0
@@ -52,7 +53,7 @@ BATCH, DIM, THREADS, STAGED, SEED = 2048, 16, 2, 16, 0
 # ----------------------------------------------------------------------------------------
 def make_workload(num_rows, num_scenes=2, vocab=100_000):
   """Columns ids [rows, fields] int32, scene int32, click and conversion float32."""
-  arrays = bench_workload.generate(num_rows, num_scenes, vocab=vocab, seed=SEED)
+  arrays = zipf.generate(num_rows, num_scenes, vocab=vocab, seed=SEED)
   return {"ids": arrays["ids"], "scene": arrays["scene"].astype(np.int32),
           "click": arrays["click"].astype(np.float32),
           "conversion": arrays["conversion"].astype(np.float32), "vocab": vocab,
@@ -179,7 +180,7 @@ def main(argv=None):
   results = []
   for name in names:
     print(f"{name} ...", file=sys.stderr, flush=True)
-    results.append(bench_workload.run_worker(
+    results.append(worker.run_worker(
         name, [sys.executable, os.path.abspath(__file__), *argv, "--worker", name]))
   versions = {p: metadata.version(p) for p in ("torch", "torch-rechub", "numpy", "scipy")}
   report = {"library": "torch-rechub", "versions": versions, "cpu_count": os.cpu_count(),

@@ -18,8 +18,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import compare, config_checks, errors, parallel, quality, replay, train
+from mtms_jax import config_checks, errors, parallel
+from mtms_jax import runs
 from mtms_jax.data import logs
+from mtms_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -38,10 +40,8 @@ def main(argv):
     config_checks.check(config)
     logs.configure(config)
     parallel.initialize(config)
-    run = (quality.run if "quality" in config else replay.run if "replay" in config
-           else compare.run if "compare" in config else train.train_and_evaluate)
-    run(config, _WORKDIR.value)
-  except train.Interrupted as e:
+    runs.run(config, _WORKDIR.value)
+  except loop.Interrupted as e:
     command = shlex.join([sys.executable, "-m", "mtms_jax.main"] + sys.argv[1:])
     print(f"\n{e}\nResume with:\n  {command}", file=sys.stderr)
     sys.exit(128 + e.signum)

@@ -15,10 +15,14 @@ Regularisation and schedules of a phase's optimizer config:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
+
+from mtms_jax.embedding import sparse
 
 OPTIMIZERS = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd,
               "adamw": optax.adamw}
@@ -88,3 +92,88 @@ def make_phase_tx(config: ml_collections.ConfigDict, params: Mapping,
                   trainable: Sequence[str]) -> optax.GradientTransformation:
   return optax.partition({"train": make_optimizer(config), "frozen": optax.set_to_zero()},
                          phase_labels(params, trainable))
+
+
+# ----------------------------------------------------------------------------------------
+# The optimizers of a phase: optax for the networks, row-wise for the tables
+# ----------------------------------------------------------------------------------------
+ROWWISE = {"sgd": sparse.sgd, "rowwise_adagrad": sparse.rowwise_adagrad,
+           "lazy_adam": sparse.lazy_adam}
+
+
+EMBEDDING_OPTIMIZERS = ("dense",) + tuple(ROWWISE)
+
+
+class PhaseOptimizer(NamedTuple):
+  """The optimizers of one phase.
+
+  dense: optax transform over the params, without the tables unless `dense_tables`.
+  tables: row-wise optimizer of the tables, or None when they are frozen or dense-trained.
+  dense_tables: whether the tables are among the optax-trained params.
+  lr_schedule: update count -> the learning rate's factor; None: always 1.
+  """
+  dense: optax.GradientTransformation
+  tables: sparse.RowwiseOptimizer | None
+  dense_tables: bool
+  lr_schedule: optax.Schedule | None = None
+
+  def init(self, params) -> dict:
+    tables = params["embedding"]["tables"]
+    dense = params if self.dense_tables else without_tables(params)
+    table_state = sparse.init_tables_state(self.tables, tables) if self.tables else {}
+    return {"dense": self.dense.init(dense), "tables": table_state,
+            "count": jnp.zeros((), jnp.int32)}
+
+
+def without_tables(params):
+  return {**params, "embedding": {k: v for k, v in params["embedding"].items() if k != "tables"}}
+
+
+def with_tables(params, tables):
+  return {**params, "embedding": {**params["embedding"], "tables": tables}}
+
+
+def make_embedding_optimizer(config: ml_collections.ConfigDict) -> sparse.RowwiseOptimizer | None:
+  """The row-wise optimizer `config.embedding` names, None for 'dense' (or no key)."""
+  name = config.get("embedding", "dense")
+  if name not in EMBEDDING_OPTIMIZERS:
+    raise ValueError(f"optimizer.embedding={name!r}; expected one of {EMBEDDING_OPTIMIZERS}")
+  if name == "dense":
+    return None
+  if config.get("clip_norm"):
+    raise ValueError(f"optimizer.clip_norm needs the dense table gradient; with "
+                     f"optimizer.embedding={name!r} set clip_norm=0 or embedding='dense'")
+  return ROWWISE[name](config.get("embedding_learning_rate") or config.learning_rate,
+                       weight_decay=config.get("embedding_weight_decay", 0.0))
+
+
+def make_phase_optimizer(config: ml_collections.ConfigDict, params,
+                         trainable: tuple[str, ...], total_steps: int = 0) -> PhaseOptimizer:
+  """config: the phase's optimizer config; trainable: top-level params keys it trains;
+  total_steps: the phase's planned updates in the run, for its learning rate schedule."""
+  rowwise = make_embedding_optimizer(config) if "embedding" in trainable else None
+  dense_tables = "embedding" in trainable and rowwise is None
+  dense = params if dense_tables else without_tables(params)
+  tx = make_phase_tx(config, dense, trainable)
+  if dense_tables and config.get("embedding_weight_decay"):
+    # The dense reference decays every row of the tables, touched or not.
+    tables_only = lambda p: jax.tree_util.tree_map_with_path(in_tables, p)  # noqa: E731
+    tx = optax.chain(tx, optax.add_decayed_weights(
+        -config.learning_rate * config.embedding_weight_decay, tables_only))
+  constant = (config.get("decay", "constant") == "constant"
+              and not config.get("warmup_steps", 0))
+  schedule = None if constant else lr_schedule(config, total_steps)
+  return PhaseOptimizer(tx, rowwise, dense_tables, schedule)
+
+
+def make_phase_txs(config: ml_collections.ConfigDict, model, params,
+                   total_steps: dict[str, int] | None = None) -> dict[str, PhaseOptimizer]:
+  """Each phase's optimizers; total_steps: phase -> its planned updates (schedules)."""
+  txs = {}
+  for phase in config.schedule.order:
+    if phase not in model.phases:
+      raise ValueError(f"config.schedule.order names phase {phase!r}; model "
+                       f"{config.model.name!r} has phases {tuple(model.phases)}")
+    txs[phase] = make_phase_optimizer(config.phases[phase].optimizer, params,
+                                      model.phases[phase], (total_steps or {}).get(phase, 0))
+  return txs

@@ -18,8 +18,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import pytest  # noqa: E402
 
 from experiments import common  # noqa: E402
-from mtms_jax import train  # noqa: E402
 from mtms_jax.data import synthetic  # noqa: E402
+from mtms_jax.train import trainer  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -36,5 +36,5 @@ def tiny_data():
 def smoke_run(tmp_path_factory):
   """A finished run of the quickstart's `smoke` shrink (18 steps, saves at 4, 8, ..., 18)."""
   workdir = tmp_path_factory.mktemp("smoke_run")
-  train.train_and_evaluate(common.base_config("smoke"), str(workdir))
+  trainer.train_and_evaluate(common.base_config("smoke"), str(workdir))
   return workdir

@@ -5,21 +5,28 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments import add_scene
-from mtms_jax import checkpoint, export, models, step, train
+from experiments import add_scene as add_scene_experiment
+from mtms_jax import runs
+from mtms_jax import checkpoint, models
+from mtms_jax.serving import export
 from mtms_jax.errors import UserError
+from mtms_jax.data import registry
+from mtms_jax import optim
+from mtms_jax.runs import add_scene
+from mtms_jax.train import train_state
+from mtms_jax.train import step as step_lib
 
 
 @pytest.fixture(scope="module")
 def added_run(tmp_path_factory):
   """experiments/add_scene.py on its smoke shrink: base (scene0) and added (both) runs."""
   workdir = tmp_path_factory.mktemp("add_scene")
-  config = add_scene.get_config("smoke")
+  config = add_scene_experiment.get_config("smoke")
   # Compile time is most of a smoke run: fewer XLA passes, restored afterwards.
   saved = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", True)
   try:
-    return workdir, config, train.train_and_evaluate(config, str(workdir))
+    return workdir, config, runs.run(config, str(workdir))
   finally:
     jax.config.update("jax_disable_most_optimizations", saved)
 
@@ -59,17 +66,17 @@ def test_old_scene_is_bitwise_unchanged_after_adding_a_scene(added_run):
 @pytest.mark.parametrize("frozen", [("scene0",), ()])
 def test_embedding_phase_updates_only_unfrozen_scenes(added_run, frozen):
   workdir, config, _ = added_run
-  run_config = train.added_scenes_config(config, str(workdir / "base"), ("scene0",))
+  run_config = add_scene.added_scenes_config(config, str(workdir / "base"), ("scene0",))
   run_config.phases.embedding.frozen_scenes = frozen
-  data = train.load_data(run_config.data).days([0])
+  data = registry.load_data(run_config.data).days([0])
   model = models.get_model(data.schema, run_config.model)
   params, _ = checkpoint.warm_start_new_scenes(
       str(workdir / "base"), model, model.init(jax.random.key(1)),
       lambda schema: models.get_model(schema, run_config.model))
   before = scene_parts(model, params["embedding"], 0)
-  txs = step.make_phase_txs(run_config, model, params)
-  update = step.make_update_fn(model, txs["embedding"], "embedding", run_config.phases.embedding)
-  state = step.init_state(params, txs)
+  txs = optim.make_phase_txs(run_config, model, params)
+  update = step_lib.make_update_fn(model, txs["embedding"], "embedding", run_config.phases.embedding)
+  state = train_state.init_state(params, txs)
   for start in (0, 64, 128):
     batch = {k: v[start:start + 64] for k, v in data.columns.items()}
     assert set(batch["scene"].tolist()) == {0, 1}
@@ -80,14 +87,14 @@ def test_embedding_phase_updates_only_unfrozen_scenes(added_run, frozen):
 
 
 def test_frozen_scenes_must_name_scenes_of_the_data():
-  config = add_scene.get_config("smoke")
+  config = add_scene_experiment.get_config("smoke")
   phase = config.phases.embedding.to_dict()
   phase["frozen_scenes"] = ("feed",)
-  model = models.get_model(train.load_data(config.data).schema, config.model)
+  model = models.get_model(registry.load_data(config.data).schema, config.model)
   with pytest.raises(UserError, match=r"\['feed'\] are not scenes"):
-    step.frozen_scene_indices(model, "embedding", phase)
+    step_lib.frozen_scene_indices(model, "embedding", phase)
   phase["frozen_scenes"] = ("scene0",)
   shared = models.get_model(model.schema,
                             ml_collections.ConfigDict({**config.model, "sharing": "all"}))
   with pytest.raises(UserError, match="every scene shares one component"):
-    step.frozen_scene_indices(shared, "embedding", phase)
+    step_lib.frozen_scene_indices(shared, "embedding", phase)

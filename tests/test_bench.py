@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtms_jax import bench, bench_workload
+from benchmarks import bench
+from mtms_jax.data import zipf
 
 TINY = ["--rows", "8192", "--fields", "4", "--vocab", "1000", "--batch", "256", "--warmup",
         "1", "--windows", "2", "--window_steps", "2", "--staged", "2"]
@@ -24,7 +25,7 @@ def test_workload_matches_the_issue_shape():
 
 
 def test_scene_weights_keep_a_tail_for_many_scenes():
-  w = bench_workload.scene_weights(100)
+  w = zipf.scene_weights(100)
   assert np.all(np.diff(w) < 0) and w[-1] / w.sum() > 5e-4
 
 

@@ -19,7 +19,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import common
-from mtms_jax import checkpoint, train
+from mtms_jax import checkpoint
+from mtms_jax.train import loop
+from mtms_jax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Reading a checkpoint back without a target tree: orbax then warns it takes the saved sharding.
@@ -29,9 +31,9 @@ CLI = [sys.executable, "-m", "mtms_jax.main", "--config", "experiments/quickstar
 
 def _cli(workdir, signal_at=None):
   env = dict(os.environ)
-  env.pop(train.TEST_SIGNAL_ENV, None)
+  env.pop(loop.TEST_SIGNAL_ENV, None)
   if signal_at:
-    env[train.TEST_SIGNAL_ENV] = signal_at
+    env[loop.TEST_SIGNAL_ENV] = signal_at
   return subprocess.run(CLI + ["--workdir", str(workdir)], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
 
@@ -70,13 +72,13 @@ def test_killed_or_stopped_anywhere_ends_as_an_uninterrupted_run(smoke_run, tmp_
 
 def test_sigint_in_process_saves_and_resumes_exactly(smoke_run, tmp_path, monkeypatch):
   handler = signal.getsignal(signal.SIGINT)
-  monkeypatch.setenv(train.TEST_SIGNAL_ENV, "11:INT")
-  with pytest.raises(train.Interrupted, match="SIGINT at step 11"):
-    train.train_and_evaluate(common.base_config("smoke"), str(tmp_path))
+  monkeypatch.setenv(loop.TEST_SIGNAL_ENV, "11:INT")
+  with pytest.raises(loop.Interrupted, match="SIGINT at step 11"):
+    trainer.train_and_evaluate(common.base_config("smoke"), str(tmp_path))
   assert 11 in ocp.CheckpointManager(tmp_path / checkpoint.CHECKPOINTS).all_steps()
   assert signal.getsignal(signal.SIGINT) is handler                  # handlers restored
-  monkeypatch.delenv(train.TEST_SIGNAL_ENV)
-  train.train_and_evaluate(common.base_config("smoke"), str(tmp_path))
+  monkeypatch.delenv(loop.TEST_SIGNAL_ENV)
+  trainer.train_and_evaluate(common.base_config("smoke"), str(tmp_path))
   assert json.loads((tmp_path / "run.json").read_text())["resumed_from_step"] == 11
   _assert_same_run(tmp_path, smoke_run)
 
@@ -111,7 +113,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(smoke_run, tmp
   for blob in (run / "checkpoints/18/state/d").iterdir():
     blob.write_bytes(blob.read_bytes()[:10])          # a damaged write of the latest save
   with pytest.warns(RuntimeWarning, match="checkpoint at step 18 is unreadable"):
-    train.train_and_evaluate(common.base_config("smoke"), str(run))
+    trainer.train_and_evaluate(common.base_config("smoke"), str(run))
   assert (run / checkpoint.CORRUPT / "18").is_dir()   # set aside, not deleted
   assert json.loads((run / "run.json").read_text())["resumed_from_step"] == 16
   assert {16, 18} <= set(ocp.CheckpointManager(run / checkpoint.CHECKPOINTS).all_steps())
@@ -125,7 +127,7 @@ def test_resuming_with_another_config_is_a_clear_error(smoke_run, tmp_path):
   config.model.aggregation = "mean"
   with pytest.raises(ValueError, match=r"different config \(model.aggregation: 'concat' -> "
                                        r"'mean'\)"):
-    train.train_and_evaluate(config, str(run))
+    trainer.train_and_evaluate(config, str(run))
   assert not (run / checkpoint.CORRUPT).exists()     # a mismatch is not taken for corruption
 
 
@@ -134,7 +136,7 @@ def test_unknown_best_metric_fails_before_training(tmp_path):
   config.checkpoint.best_metric = "val/all/ctcvr/acu"
   with pytest.raises(ValueError, match=r"best_metric='val/all/ctcvr/acu' is not a validation "
                                        r"metric; expected one of \['val/all/ctcvr/auc'"):
-    train.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "metrics.jsonl").exists()
 
 
@@ -145,7 +147,7 @@ def test_nan_loss_stops_naming_step_and_phase_and_keeps_good_checkpoint(tmp_path
   config.checkpoint.every_steps = 3
   with pytest.raises(FloatingPointError, match=r"loss \{'loss': nan\} at step 5, phase "
                                                r"'ranking', day 0"):
-    train.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
   manager = ocp.CheckpointManager(tmp_path / checkpoint.CHECKPOINTS)
   assert manager.all_steps() == [3]
   params = ocp.PyTreeCheckpointer().restore(

@@ -9,7 +9,10 @@ import pytest
 from scipy import stats
 
 from experiments import quality as quality_experiment, table1, table2
-from mtms_jax import compare, quality, significance, train
+from mtms_jax.runs import compare
+from mtms_jax.train import trainer
+from mtms_jax.runs import quality
+from mtms_jax.eval import significance
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -80,7 +83,7 @@ def test_rerun_reuses_runs_and_rejects_a_changed_config(table1_run, monkeypatch)
   def no_training(*args):
     raise AssertionError("a complete run was trained again")
 
-  monkeypatch.setattr(train, "train_and_evaluate", no_training)
+  monkeypatch.setattr(trainer, "train_and_evaluate", no_training)
   again = compare.run(config, str(workdir))
   assert {k: v for k, v in again.items() if k != "wall_seconds"} == pytest.approx(
       {k: v for k, v in summary.items() if k != "wall_seconds"}, nan_ok=True)

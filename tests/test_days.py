@@ -9,13 +9,16 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import common, daily
-from mtms_jax import checkpoint, models, train
+from mtms_jax import runs
+from mtms_jax import checkpoint, models
+from mtms_jax.data import registry
+from mtms_jax.train import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sharding info not provided")
 
 
 def _fresh(config):
-  data = train.load_data(config.data)
+  data = registry.load_data(config.data)
   model = models.get_model(data.schema, config.model)
   return model.init(jax.random.key(7)), data.schema.to_dict()
 
@@ -77,11 +80,11 @@ def test_bad_init_from_is_a_clear_error(smoke_run, tmp_path):
 def test_own_checkpoint_comes_before_init_from(smoke_run, tmp_path, monkeypatch):
   config = common.base_config("smoke")
   config.init_from = str(smoke_run)
-  monkeypatch.setenv(train.TEST_SIGNAL_ENV, "5:INT")
-  with pytest.raises(train.Interrupted):
-    train.train_and_evaluate(config, str(tmp_path))
-  monkeypatch.delenv(train.TEST_SIGNAL_ENV)
-  train.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.setenv(loop.TEST_SIGNAL_ENV, "5:INT")
+  with pytest.raises(loop.Interrupted):
+    runs.run(config, str(tmp_path))
+  monkeypatch.delenv(loop.TEST_SIGNAL_ENV)
+  runs.run(config, str(tmp_path))
   info = json.loads((tmp_path / "run.json").read_text())
   assert info["resumed_from_step"] == 5                       # 1. its own checkpoint ...
   assert info["warm_start"]["path"].endswith("checkpoints/18")  # ... of a run warm from 2.
@@ -89,7 +92,7 @@ def test_own_checkpoint_comes_before_init_from(smoke_run, tmp_path, monkeypatch)
 
 def test_day_by_day_run_warm_starts_each_day_from_the_day_before(tmp_path):
   config = daily.get_config("smoke")            # test days 2 and 3, window 2
-  results = train.train_and_evaluate(config, str(tmp_path))
+  results = runs.run(config, str(tmp_path))
   for day in (2, 3):
     for key in ("test/scene0/cvr/auc", "test/all/ctcvr/mae", "train_steps"):
       assert f"day{day}/{key}" in results
@@ -104,5 +107,5 @@ def test_day_by_day_run_warm_starts_each_day_from_the_day_before(tmp_path):
   assert warm["path"] == str(day2 / "checkpoints" / "12") and warm["loaded"] == ["embedding"]
   # A rerun reads the finished days back instead of training them again.
   mtime = (day3 / "results.json").stat().st_mtime_ns
-  assert train.train_and_evaluate(config, str(tmp_path)) == results
+  assert runs.run(config, str(tmp_path)) == results
   assert (day3 / "results.json").stat().st_mtime_ns == mtime

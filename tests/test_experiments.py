@@ -7,8 +7,9 @@ import sys
 
 import pytest
 from ml_collections import config_flags  # noqa: F401  (the CLI's config loader)
+from mtms_jax import runs
+from mtms_jax.data import registry
 
-from mtms_jax import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.py")
@@ -26,13 +27,13 @@ SINGLE_RUNS = [name for name in EXPERIMENTS if "compare" not in _load(name)]
 
 @pytest.mark.parametrize("name", SINGLE_RUNS)
 def test_experiment_runs_and_writes_outputs(name, tmp_path):
-  results = train.train_and_evaluate(_load(name), str(tmp_path))
+  results = runs.run(_load(name), str(tmp_path))
   for f in ("config.json", "results.json"):
     assert (tmp_path / f).exists(), f
   # A day-by-day experiment keeps each day's run in a subfolder.
-  runs = [p.parent for p in tmp_path.rglob("metrics.jsonl")]
-  assert runs
-  for run in runs:
+  run_dirs = [p.parent for p in tmp_path.rglob("metrics.jsonl")]
+  assert run_dirs
+  for run in run_dirs:
     for f in ("config.json", "feature_schema.json", "results.json", "run.json"):
       assert (run / f).exists(), f
     assert list((run / "tensorboard").iterdir())
@@ -56,9 +57,9 @@ def test_cli_rejects_unknown_override(tmp_path):
 
 
 def test_keep_scenes_renumbers_and_keeps_names(tiny_data):
-  one = train.keep_scenes(tiny_data, [1])
+  one = registry.keep_scenes(tiny_data, [1])
   assert one.schema.scenes == ("scene1",)
   assert set(one.columns["scene"].tolist()) == {0}
   assert len(one) == int((tiny_data.columns["scene"] == 1).sum())
   with pytest.raises(ValueError, match="distinct indices"):
-    train.keep_scenes(tiny_data, [2])
+    registry.keep_scenes(tiny_data, [2])

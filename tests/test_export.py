@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 from experiments import common
-from mtms_jax import errors, export, models, serving, serving_bench, step, train
+from mtms_jax import errors, models, serving
+from mtms_jax.serving import export
+from mtms_jax.serving import bench as serving_bench
 from mtms_jax.data import synthetic
+from mtms_jax.eval import prediction
+from mtms_jax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -25,7 +29,7 @@ def in_framework_predictions(workdir, columns):
 
 
 def predictions(config, model, params, columns):
-  predict_fn = step.make_predict_fn(model, step.prediction_phases(config, model))
+  predict_fn = prediction.make_predict_fn(model, prediction.prediction_phases(config, model))
   return jax.device_get(predict_fn(params, columns))
 
 
@@ -41,7 +45,7 @@ def plain_ranking_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("plain_ranking")
   config = common.base_config("smoke")
   config.model.ranking_residual = False
-  train.train_and_evaluate(config, str(workdir))
+  trainer.train_and_evaluate(config, str(workdir))
   return workdir
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from experiments import common
-from mtms_jax import models, optim, step
+from mtms_jax import models, optim
 from mtms_jax.data import pipeline
+from mtms_jax.eval import prediction
 
 NAMES = sorted(common.JOINT_MODELS)
 
@@ -40,7 +41,7 @@ def test_joint_model_protocol_probabilities_and_scene_input(name, tiny_data, bat
   # The one phase trains both subtrees: tables and network.
   assert optim.phase_labels(params, model.phases["joint"]) == {"embedding": "train",
                                                                "ranking": "train"}
-  predict = step.make_predict_fn(model, "joint")
+  predict = prediction.make_predict_fn(model, "joint")
   batch = next(batches)
   probs = predict(params, batch)
   for task in ("ctr", "cvr"):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtms_jax import kernels
+from mtms_jax.models import kernels
 from mtms_jax.models import layers
 
 FEATURES = (6, 3, 2)

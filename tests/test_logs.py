@@ -13,9 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from experiments import common
-from mtms_jax import compare, config_checks, models, train
+from mtms_jax import config_checks, models
+from mtms_jax.runs import compare
 from mtms_jax.data import logs
 from mtms_jax.errors import UserError
+from mtms_jax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.py")
@@ -74,7 +76,7 @@ def test_a_schema_file_trains_and_a_changed_schema_cannot_resume(tmp_path):
   path = write_logs(tmp_path)
   config = schema_config(common.base_config("smoke"), path)
   assert (config.train_days, config.test_day, config.validation.day) == ((0,), 2, 1)
-  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert results["test/feed/ctr/count"] + results["test/search/ctr/count"] == 400
   assert results["val/all/ctr/count"] == 300
   assert np.isfinite(results["test/all/ctcvr/auc"])
@@ -147,7 +149,7 @@ def test_ctr_only_logs_have_no_cvr_tables_towers_losses_or_metrics(tmp_path, exp
   config = schema_config(config, path)
   assert config.checkpoint.best_metric == "val/all/ctr/auc"
   assert {p.loss for p in config.phases.values()} == {"ctr"}
-  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  results = trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert {k.split("/")[2] for k in results if k.startswith(("test/", "val/"))} == {"ctr"}
   assert np.isfinite(results["test/all/ctr/auc"])
   model = models.get_model(logs.load(str(path)).schema, config.model)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mtms_jax import metrics
+from mtms_jax.eval import metrics
 
 
 def _pairwise_auc(labels, scores):

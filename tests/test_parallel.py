@@ -25,9 +25,13 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import common
-from mtms_jax import checkpoint, models, parallel, step, train
+from mtms_jax import checkpoint, models, parallel
 from mtms_jax.data import pipeline
 from mtms_jax.errors import UserError
+from mtms_jax import optim
+from mtms_jax.train import loop
+from mtms_jax.train import train_state
+from mtms_jax.train import step as step_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "mtms_jax.main", "--config", "experiments/quickstart.py:smoke"]
@@ -47,9 +51,9 @@ def _env(devices: int) -> dict:
 
 def _run(workdir, args, devices=4, signal_at=None) -> subprocess.CompletedProcess:
   env = _env(devices)
-  env.pop(train.TEST_SIGNAL_ENV, None)
+  env.pop(loop.TEST_SIGNAL_ENV, None)
   if signal_at:
-    env[train.TEST_SIGNAL_ENV] = signal_at
+    env[loop.TEST_SIGNAL_ENV] = signal_at
   return subprocess.run(CLI + ["--workdir", str(workdir)] + args, cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
 
@@ -123,26 +127,26 @@ def test_device_update_on_slices_equals_update_on_whole_batch(tiny_data):
   config.model.scene_route = "xla"             # the native kernel has no batching rule
   model = models.get_model(tiny_data.schema, config.model)
   params = model.init(jax.random.key(0))
-  txs = step.make_phase_txs(config, model, params)        # lazy Adam on the tables
-  make = functools.partial(step.make_update, model, txs["embedding"], "embedding",
+  txs = optim.make_phase_txs(config, model, params)        # lazy Adam on the tables
+  make = functools.partial(step_lib.make_update, model, txs["embedding"], "embedding",
                            config.phases.embedding)
   whole = jax.jit(make())
   sliced = jax.jit(jax.vmap(make(axis_name="d"), in_axes=(None, 0), out_axes=None,
                             axis_name="d"))
-  one, four = step.init_state(params, txs), step.init_state(params, txs)
+  one, four = train_state.init_state(params, txs), train_state.init_state(params, txs)
   for batch in pipeline.train_iterator(tiny_data.columns, 64, 2, seed=3):
     one, expected = whole(one, batch)
     four, measured = sliced(four, {k: v.reshape((4, 16) + v.shape[1:]) for k, v in batch.items()})
     chex.assert_trees_all_close(measured, expected, rtol=1e-6)
-  chex.assert_trees_all_close(step.without_scratch(four), step.without_scratch(one), atol=1e-6)
+  chex.assert_trees_all_close(train_state.without_scratch(four), train_state.without_scratch(one), atol=1e-6)
 
 
 @pytest.mark.parametrize("table_sharding, share", [("replicated", 1), ("rows", 1 / 4)])
 def test_row_sharded_tables_take_a_quarter_a_device_on_four(tiny_data, table_sharding, share):
   config = common.base_config("smoke")
   model = models.get_model(tiny_data.schema, config.model)
-  txs = step.make_phase_txs(config, model, jax.eval_shape(model.init, jax.random.key(0)))
-  state = jax.eval_shape(lambda: step.init_state(model.init(jax.random.key(0)), txs))
+  txs = optim.make_phase_txs(config, model, jax.eval_shape(model.init, jax.random.key(0)))
+  state = jax.eval_shape(lambda: train_state.init_state(model.init(jax.random.key(0)), txs))
   # The shardings of 4 devices, computed without them.
   mesh = jax.sharding.AbstractMesh((4,), (parallel.AXIS,),
                                    axis_types=(jax.sharding.AxisType.Auto,))

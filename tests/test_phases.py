@@ -6,8 +6,11 @@ import optax
 import pytest
 
 from experiments import common
-from mtms_jax import models, step
+from mtms_jax import models
 from mtms_jax.data import pipeline
+from mtms_jax import optim
+from mtms_jax.train import train_state
+from mtms_jax.train import step as step_lib
 
 
 @pytest.fixture(scope="module")
@@ -15,10 +18,10 @@ def setup(tiny_data):
   config = common.base_config("smoke")
   model = models.get_model(tiny_data.schema, config.model)
   params = model.init(jax.random.key(0))
-  txs = step.make_phase_txs(config, model, params)
+  txs = optim.make_phase_txs(config, model, params)
   # Updates donate their state, so every test starts from its own copy of these params.
   params = jax.tree.map(np.array, params)
-  update_fns = {p: step.make_update_fn(model, tx, p, config.phases[p]) for p, tx in txs.items()}
+  update_fns = {p: step_lib.make_update_fn(model, tx, p, config.phases[p]) for p, tx in txs.items()}
   batches = pipeline.train_iterator(tiny_data.columns, 64, 100, seed=0)
   return model, params, txs, update_fns, batches
 
@@ -33,7 +36,7 @@ def _num_elements(tree):
 
 def test_each_phase_freezes_the_other_subtree_bitwise(setup):
   _, params, txs, update_fns, batches = setup
-  state = step.init_state(jax.tree.map(jax.numpy.array, params), txs)
+  state = train_state.init_state(jax.tree.map(jax.numpy.array, params), txs)
   for phase, frozen in (("ranking", "embedding"), ("embedding", "ranking"),
                         ("ranking", "embedding")):
     before = _copy(state["params"])
@@ -50,7 +53,7 @@ def test_each_phase_freezes_the_other_subtree_bitwise(setup):
 
 def test_frozen_subtree_has_no_optimizer_moments(setup):
   _, params, txs, _, _ = setup
-  state = step.init_state(jax.tree.map(jax.numpy.array, params), txs)
+  state = train_state.init_state(jax.tree.map(jax.numpy.array, params), txs)
   tables = params["embedding"]["tables"]
   # The smoke config trains tables with lazy Adam (row-wise) and the rest with optax Adam.
   for phase, dense_trained, table_state in (
@@ -68,7 +71,7 @@ def test_frozen_subtree_has_no_optimizer_moments(setup):
 
 def test_moments_persist_across_alternation(setup):
   _, params, txs, update_fns, batches = setup
-  state = step.init_state(jax.tree.map(jax.numpy.array, params), txs)
+  state = train_state.init_state(jax.tree.map(jax.numpy.array, params), txs)
   state, _ = update_fns["embedding"](state, next(batches))
   moments = _copy(state["opt"]["embedding"])
   state, _ = update_fns["ranking"](state, next(batches))

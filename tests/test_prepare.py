@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mtms_jax import schema_file
-from mtms_jax.data import logs, prepare
+from mtms_jax.data.logs import schema_file
+from mtms_jax.data import logs
+from mtms_jax.data.logs import prepare
 from mtms_jax.errors import UserError
 
 HEADER = "clk,buy,user,ad,price,channel\n"

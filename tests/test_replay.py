@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import replay as replay_experiment
-from mtms_jax import replay
+from mtms_jax.runs import replay
 from mtms_jax.errors import UserError
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mtms_jax import metrics, significance
+from mtms_jax.eval import metrics
+from mtms_jax.eval import significance
 
 
 def _slow_delong(labels, a, b):

@@ -12,7 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from mtms_jax import embedding, sparse
+from mtms_jax import embedding
+from mtms_jax.embedding import sparse
 from mtms_jax.schema import FeatureSchema, SparseField
 
 NUM_ROWS, DIM = 64, 4

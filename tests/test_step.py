@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from experiments import common
-from mtms_jax import embedding, losses, models, step
+from mtms_jax import embedding, losses, models
 from mtms_jax.data import pipeline
+from mtms_jax import optim
+from mtms_jax.train import train_state
+from mtms_jax.train import step as step_lib
 
 LR = 0.05
 
@@ -28,8 +31,8 @@ def _setup(tiny_data, embedding_optimizer, name="adam", model_name="mtms"):
   config = ml_collections.ConfigDict(config.to_dict())
   for p in config.phases.values():
     p.optimizer.update(name=name, learning_rate=LR, embedding=embedding_optimizer)
-  txs = step.make_phase_txs(config, model, params)
-  update_fns = {p: step.make_update_fn(model, tx, p, config.phases[p]) for p, tx in txs.items()}
+  txs = optim.make_phase_txs(config, model, params)
+  update_fns = {p: step_lib.make_update_fn(model, tx, p, config.phases[p]) for p, tx in txs.items()}
   return config, model, params, txs, update_fns
 
 
@@ -40,7 +43,7 @@ def _batches(tiny_data, n):
 
 def _train(tiny_data, embedding_optimizer, name, batches, phase, model_name="mtms"):
   _, _, params, txs, update_fns = _setup(tiny_data, embedding_optimizer, name, model_name)
-  state = step.init_state(jax.tree.map(jnp.array, params), txs)
+  state = train_state.init_state(jax.tree.map(jnp.array, params), txs)
   for batch in batches:
     state, _ = update_fns[phase](state, batch)
   return state
@@ -69,7 +72,7 @@ def test_lazy_adam_step_equals_dense_adam_step_on_a_repeated_batch(tiny_data):
 
 def test_rowwise_adagrad_step_equals_dense_rowwise_adagrad_on_the_table_gradient(tiny_data):
   config, model, params, txs, update_fns = _setup(tiny_data, "rowwise_adagrad")
-  state = step.init_state(jax.tree.map(jnp.array, params), txs)
+  state = train_state.init_state(jax.tree.map(jnp.array, params), txs)
   tables = {k: np.array(t, copy=True) for k, t in params["embedding"]["tables"].items()}
   accumulators = {k: np.full(t.shape[0], 0.1, np.float32) for k, t in tables.items()}
 
@@ -77,7 +80,7 @@ def test_rowwise_adagrad_step_equals_dense_rowwise_adagrad_on_the_table_gradient
   def table_grads(params, batch):
     def loss(tables):
       rows = embedding.lookup(tables, models.embedding_index(model, batch, "embedding"))
-      outputs = model.apply(step.with_tables(params, tables), rows, batch, "embedding")
+      outputs = model.apply(optim.with_tables(params, tables), rows, batch, "embedding")
       return losses.combine(outputs, batch, config.phases.embedding.loss)[0]
     return jax.grad(loss)(params["embedding"]["tables"])
 
@@ -96,7 +99,7 @@ def test_rowwise_adagrad_step_equals_dense_rowwise_adagrad_on_the_table_gradient
 
 def test_sparse_state_holds_no_dense_table_moments(tiny_data):
   _, _, params, txs, _ = _setup(tiny_data, "lazy_adam")
-  opt = step.init_state(params, txs)["opt"]["embedding"]
+  opt = train_state.init_state(params, txs)["opt"]["embedding"]
   towers = sum(np.size(x) for x in jax.tree.leaves(params["embedding"]["towers"]))
   # Adam mu and nu for the towers plus its count; the tables' moments are row-wise.
   assert sum(np.size(x) for x in jax.tree.leaves(opt["dense"])) == 2 * towers + 1
@@ -108,9 +111,9 @@ def test_unknown_embedding_optimizer_and_clip_norm_are_errors():
   config = common.phase().optimizer
   config.embedding = "adagrad"
   with pytest.raises(ValueError, match="optimizer.embedding"):
-    step.make_phase_optimizer(config, params, ("embedding",))
+    optim.make_phase_optimizer(config, params, ("embedding",))
   config.update(embedding="lazy_adam", clip_norm=1.0)
   with pytest.raises(ValueError, match="clip_norm"):
-    step.make_phase_optimizer(config, params, ("embedding",))
+    optim.make_phase_optimizer(config, params, ("embedding",))
   # A phase that freezes the tables does not care how they would be trained.
-  step.make_phase_optimizer(config, params, ("ranking",))
+  optim.make_phase_optimizer(config, params, ("ranking",))

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from experiments import common, sweep_demo
-from mtms_jax import sweep, train
+from mtms_jax.runs import sweep
+from mtms_jax.train import loop
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -72,10 +73,10 @@ def test_tiny_sweep_runs_skips_finished_and_resumes_unfinished(tmp_path, monkeyp
                         sweep.sweep("config.data.kwargs.seed", [0, 1])])
   first, second = tmp_path / "seed=0,kwargs.seed=0", tmp_path / "seed=1,kwargs.seed=1"
   # Stopped inside the first point: the sweep stops, that point keeps its checkpoint.
-  monkeypatch.setenv(train.TEST_SIGNAL_ENV, "7:TERM")
-  with pytest.raises(train.Interrupted):
+  monkeypatch.setenv(loop.TEST_SIGNAL_ENV, "7:TERM")
+  with pytest.raises(loop.Interrupted):
     sweep.run_sweep(config, points, str(tmp_path), "test")
-  monkeypatch.delenv(train.TEST_SIGNAL_ENV)
+  monkeypatch.delenv(loop.TEST_SIGNAL_ENV)
   assert not (first / "results.json").exists() and not second.exists()
   # Rerun: the first point resumes from step 7, the second trains from scratch.
   rows = sweep.run_sweep(config, points, str(tmp_path), "test")
@@ -103,7 +104,7 @@ def test_cli_rejects_a_swept_key_missing_from_the_config(tmp_path):
                         "def get_config(arg=None):\n  return common.base_config(arg)\n\n"
                         "def get_hyper(h):\n"
                         "  return h.sweep('config.model.no_such_key', [1, 2])\n")
-  proc = subprocess.run([sys.executable, "-m", "mtms_jax.sweep", "--config",
+  proc = subprocess.run([sys.executable, "-m", "mtms_jax.runs.sweep", "--config",
                          f"{experiment}:smoke", "--workdir", str(tmp_path / "sweep")],
                         cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0

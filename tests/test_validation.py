@@ -10,8 +10,14 @@ import optax
 import pytest
 
 from experiments import common
-from mtms_jax import optim, step, train, validation
+from mtms_jax import optim
 from mtms_jax.errors import UserError
+from mtms_jax.eval import validation
+from mtms_jax.train import early_stopping
+from mtms_jax.train import loop
+from mtms_jax.train import schedule
+from mtms_jax.train import step as step_lib
+from mtms_jax.train import trainer
 
 
 def _split_config(**validation_fields):
@@ -60,7 +66,7 @@ def test_validation_that_overlaps_training_or_test_is_refused(tiny_data, fields,
 
 
 def _stopper(mode="min", patience=2, min_delta=0.0):
-  return validation.EarlyStopping(mode, patience, min_delta, restore_best=True)
+  return early_stopping.EarlyStopping(mode, patience, min_delta, restore_best=True)
 
 
 def test_early_stopping_counts_evaluations_without_improvement():
@@ -92,12 +98,12 @@ def test_best_params_are_a_copy_not_an_alias():
     ("loss", "auto", "min"), ("val/all/ctr/auc", "auto", "max"),
     ("val/all/cvr/logloss", "auto", "min"), ("val/all/ctr/calibration", "max", "max")])
 def test_metric_mode(metric, mode, expected):
-  assert validation.metric_mode(metric, mode) == expected
+  assert early_stopping.metric_mode(metric, mode) == expected
 
 
 def test_a_mode_that_cannot_be_inferred_is_refused():
   with pytest.raises(UserError, match="set early_stopping.mode"):
-    validation.metric_mode("val/all/ctr/calibration", "auto")
+    early_stopping.metric_mode("val/all/ctr/calibration", "auto")
 
 
 def _overfitting_config(**early_stopping):
@@ -123,7 +129,7 @@ def _early_stopping_scores(workdir):
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("stopped_run")
-  results = train.train_and_evaluate(_overfitting_config(), str(workdir))
+  results = trainer.train_and_evaluate(_overfitting_config(), str(workdir))
   return workdir, results
 
 
@@ -136,7 +142,7 @@ def test_phase_stops_early_and_returns_to_its_best_parameters(stopped_run):
   best = int(np.argmin(scores))
   assert 0 < best == len(scores) - 3 and min(scores[-2:]) >= scores[best]
   # ... and back at the parameters of its best evaluation: its score is the final model's.
-  final = validation.phase_loss(results, _overfitting_config().phases.joint)
+  final = early_stopping.phase_loss(results, _overfitting_config().phases.joint)
   assert final == pytest.approx(scores[best], rel=1e-6)
 
 
@@ -147,11 +153,11 @@ def test_early_stopped_run_resumes_exactly(stopped_run, tmp_path, monkeypatch):
   # Stopped (SIGINT) after a few evaluations, inside the segment: its best-so-far
   # parameters are saved with the checkpoint, and the resumed run stops where the
   # uninterrupted one did, with the same parameters.
-  monkeypatch.setenv(train.TEST_SIGNAL_ENV, "50:INT")
-  with pytest.raises(train.Interrupted, match="SIGINT at step 50"):
-    train.train_and_evaluate(_overfitting_config(), str(tmp_path))
-  monkeypatch.delenv(train.TEST_SIGNAL_ENV)
-  train.train_and_evaluate(_overfitting_config(), str(tmp_path))
+  monkeypatch.setenv(loop.TEST_SIGNAL_ENV, "50:INT")
+  with pytest.raises(loop.Interrupted, match="SIGINT at step 50"):
+    trainer.train_and_evaluate(_overfitting_config(), str(tmp_path))
+  monkeypatch.delenv(loop.TEST_SIGNAL_ENV)
+  trainer.train_and_evaluate(_overfitting_config(), str(tmp_path))
   assert json.loads((tmp_path / "run.json").read_text())["resumed_from_step"] == 50
   for name in ("results.json", "metrics.jsonl"):
     assert (tmp_path / name).read_text() == (workdir / name).read_text(), name
@@ -159,8 +165,8 @@ def test_early_stopped_run_resumes_exactly(stopped_run, tmp_path, monkeypatch):
 
 def test_restore_best_off_keeps_the_last_parameters(tmp_path):
   config = _overfitting_config(restore_best=False)
-  results = train.train_and_evaluate(config, str(tmp_path))
-  final = validation.phase_loss(results, config.phases.joint)
+  results = trainer.train_and_evaluate(config, str(tmp_path))
+  final = early_stopping.phase_loss(results, config.phases.joint)
   scores = _early_stopping_scores(tmp_path)
   assert final == pytest.approx(scores[-1], rel=1e-6) and final > min(scores)
 
@@ -168,7 +174,7 @@ def test_restore_best_off_keeps_the_last_parameters(tmp_path):
 def test_bad_early_stopping_config_fails_before_training(tmp_path):
   config = _overfitting_config(metric="val/all/ctr/acu")
   with pytest.raises(UserError, match="early_stopping.metric='val/all/ctr/acu'"):
-    train.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()
 
 
@@ -203,9 +209,9 @@ def test_weight_decay_decays_network_kernels_only():
 def test_dropout_is_drawn_from_the_step_and_keeps_the_mean():
   rows = {"dim4": jax.numpy.ones((2000, 2, 5, 4))}
   dense = jax.numpy.ones((2000, 3))
-  a, _ = step.dropout(jax.random.key(3), 0.25, rows, dense)
-  b, _ = step.dropout(jax.random.key(3), 0.25, rows, dense)
-  c, _ = step.dropout(jax.random.key(4), 0.25, rows, dense)
+  a, _ = step_lib.dropout(jax.random.key(3), 0.25, rows, dense)
+  b, _ = step_lib.dropout(jax.random.key(3), 0.25, rows, dense)
+  c, _ = step_lib.dropout(jax.random.key(4), 0.25, rows, dense)
   np.testing.assert_array_equal(a["dim4"], b["dim4"])
   assert (a["dim4"] != c["dim4"]).any()
   assert float((a["dim4"] == 0).mean()) == pytest.approx(0.25, abs=0.01)
@@ -216,11 +222,11 @@ def test_phases_can_read_their_own_share_of_each_day(tiny_data):
   config = common.base_config()
   config.phases.embedding.update(rows=(0.0, 0.75), min_steps=0)
   config.phases.ranking.update(rows=(0.75, 1.0), min_steps=0)
-  schedule = train.make_schedule(config, {0: 4000, 1: 4000, 2: 4000})
-  steps = {s.phase: s.steps for s in schedule}
+  segments = schedule.make_schedule(config, {0: 4000, 1: 4000, 2: 4000})
+  steps = {s.phase: s.steps for s in segments}
   assert steps == {"embedding": math.ceil(3 * 3000 / 1024), "ranking": math.ceil(2 * 1000 / 1024)}
   config.phases.ranking.min_steps = 200
-  assert train.make_schedule(config, {0: 4000, 1: 4000, 2: 4000})[1].steps == 200
+  assert schedule.make_schedule(config, {0: 4000, 1: 4000, 2: 4000})[1].steps == 200
   config.phases.ranking.rows = (0.75, 0.5)
   with pytest.raises(UserError, match=r"phases.ranking.rows=\(0.75, 0.5\)"):
-    train.make_schedule(config, {0: 4000})
+    schedule.make_schedule(config, {0: 4000})

@@ -11,8 +11,13 @@ import pkgutil
 import re
 from typing import Any
 
+import dataclasses
+
+import ml_collections
+import numpy as np
+
 import mtms_jax.data
-from mtms_jax.data import Dataset
+from mtms_jax.data import Dataset, logs
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -38,3 +43,32 @@ def names() -> list[str]:
   """The data set modules of `mtms_jax.data` (those without a leading underscore)."""
   return sorted(m.name for m in pkgutil.iter_modules(mtms_jax.data.__path__)
                 if _NAME_RE.fullmatch(m.name) and m.name != "registry")
+
+
+# Data
+def load_data(config: ml_collections.ConfigDict) -> Dataset:
+  """`mtms_jax.data.<config.name>.load(**config.kwargs)`, or the logs of schema file
+  `config.schema` if set (mtms_jax/data/logs.py), restricted to `config.scenes` if set."""
+  if config.get("schema"):
+    data = logs.load(config.schema)
+  else:
+    data = load(config.name, **config.get("kwargs", {}))
+  return keep_scenes(data, config.scenes) if config.get("scenes") else data
+
+
+def keep_scenes(data: Dataset, scenes) -> Dataset:
+  """Rows of the given scene indices only, renumbered 0..len(scenes)-1, names kept.
+
+  A one-scene model of two-scene data then has one scene's components, not untrained tables
+  for the others, and still reports under the scene's own name (e.g. 'test/scene0/...').
+  """
+  scenes = list(scenes)
+  if len(set(scenes)) != len(scenes) or not all(0 <= s < data.schema.num_scenes for s in scenes):
+    raise ValueError(f"config.data.scenes={scenes}: expected distinct indices of "
+                     f"{data.schema.scenes}")
+  kept = data.select(np.isin(data.columns["scene"], scenes))
+  renumber = np.zeros(data.schema.num_scenes, np.int32)
+  renumber[scenes] = np.arange(len(scenes))
+  columns = {**kept.columns, "scene": renumber[kept.columns["scene"]]}
+  schema = dataclasses.replace(data.schema, scenes=tuple(data.schema.scenes[s] for s in scenes))
+  return Dataset(columns, schema, kept.truth, name=f"{data.name}[scenes {scenes}]")

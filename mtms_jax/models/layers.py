@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtms_jax import kernels
+from mtms_jax.models import kernels
 
 ROUTES = ("auto", "xla", "all", "gather", "grouped", "ragged", "kernel")
 
@@ -129,7 +129,7 @@ class SceneMLP(nn.Module):
                over the tiles a layer, the result gathered back: (B + S * tile) * I * H
                FLOPs, about one MLP's when S * tile <= B, whatever S is. `tile` None picks
                `auto_tile(B, S)`.
-    'kernel'   a native CPU kernel (`mtms_jax.kernels.scene_matmul`) multiplies each example
+    'kernel'   a native CPU kernel (`mtms_jax.models.kernels.scene_matmul`) multiplies each example
                by its scene's weights in place: one MLP's FLOPs, no padding, no copies of
                the weights; needs the kernels built (`make setup`) and jax on the CPU.
     'ragged'   examples sorted by scene, one `jax.lax.ragged_dot` a layer (a grouped
@@ -210,7 +210,7 @@ class SceneMLP(nn.Module):
   def _kernel(self, x, scene, layers):
     if not kernels.available():
       raise ValueError("SceneMLP route 'kernel' needs the native kernels on the CPU backend; "
-                       "build them with `make setup` (python -m mtms_jax.kernels)")
+                       "build them with `make setup` (python -m mtms_jax.models.kernels)")
     for i, (kernel, bias) in enumerate(layers):
       x = self._activate(kernels.scene_matmul(x, kernel, scene) + bias[scene], i)
     return x

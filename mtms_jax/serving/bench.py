@@ -1,6 +1,6 @@
 r"""Serving latency of an exported model (`mtms_jax.export`) on this machine's CPU.
 
-  python -m mtms_jax.serving_bench --exported exported/NAME [--batches 1,64,512,1000]
+  python -m mtms_jax.serving.bench --exported exported/NAME [--batches 1,64,512,1000]
 
 Times `serving.load(DIR).score(batch)` end to end, as a serving process calls it (the batch
 checks, the host-to-device copy, the graph, the copy back): for each batch size (candidates
@@ -20,7 +20,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from mtms_jax import errors, export, serving
+from mtms_jax import errors, serving
+from mtms_jax.serving import export
 
 _EXPORTED = flags.DEFINE_string("exported", None, "Folder written by mtms_jax.export.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "64", "512", "1000"], "Candidates a call.")

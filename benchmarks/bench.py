@@ -2,7 +2,7 @@ r"""Training throughput on a generated workload shaped like Ali-CCP.
 
   make bench                                   # every model, default workload -> bench.json
   make bench ARGS="--models esmm,mtms_embedding --repeats 5"
-  python -m mtms_jax.bench --scenes 100 --vocab 20000 --models mtms_embedding,mtms_ranking
+  python -m benchmarks.bench --scenes 100 --vocab 20000 --models mtms_embedding,mtms_ranking
 
 Default workload: 1,000,000 rows, 2 scenes (about 60/40), 20 sparse fields of 100,000 ids,
 ids Zipf-distributed (exponent 1.1: a batch of 2048 touches about 17k distinct rows of its
@@ -36,8 +36,13 @@ import time
 import jax
 import ml_collections
 
-from mtms_jax import bench_workload, models, step as step_lib
-from mtms_jax.data import Dataset, pipeline, zipf
+from mtms_jax import models
+from benchmarks import worker
+from mtms_jax.data import zipf
+from mtms_jax.data import Dataset, pipeline
+from mtms_jax import optim
+from mtms_jax.train import train_state
+from mtms_jax.train import step as step_lib
 
 
 # ----------------------------------------------------------------------------------------
@@ -128,8 +133,8 @@ def init_training(model, spec: BenchModel, args, seed: int):
   """(fresh train state, jitted update) of `model` in `spec`'s phase."""
   pconfig = phase_config(spec, args)
   params = model.init(jax.random.key(seed))
-  tx = step_lib.make_phase_optimizer(pconfig.optimizer, params, model.phases[spec.phase])
-  state = step_lib.init_state(params, {spec.phase: tx})
+  tx = optim.make_phase_optimizer(pconfig.optimizer, params, model.phases[spec.phase])
+  state = train_state.init_state(params, {spec.phase: tx})
   return state, step_lib.make_update_fn(model, tx, spec.phase, pconfig)
 
 
@@ -187,7 +192,7 @@ MALLOC_TUNABLES = "glibc.malloc.hugetlb=1"
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(prog="python -m mtms_jax.bench", description=__doc__,
+  p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--models", default=",".join(BENCH_MODELS),
                  help=f"comma-separated, from {list(BENCH_MODELS)}")
@@ -199,7 +204,7 @@ def parse_args(argv=None):
   p.add_argument("--dim", type=int, default=16)
   p.add_argument("--batch", type=int, default=2048)
   p.add_argument("--embedding_optimizer", default="rowwise_adagrad",
-                 choices=step_lib.EMBEDDING_OPTIMIZERS)
+                 choices=optim.EMBEDDING_OPTIMIZERS)
   p.add_argument("--embedding_learning_rate", type=float, default=0.05)
   p.add_argument("--ranking_scenes", default="",
                  help="MTMS ranking phase reads its own scene's components plus these "
@@ -228,8 +233,8 @@ def run_worker(name: str, argv: list[str], args) -> dict:
   inherited = env.get("GLIBC_TUNABLES", "")
   if args.malloc_tunables and args.malloc_tunables not in inherited:
     env["GLIBC_TUNABLES"] = ":".join(t for t in (inherited, args.malloc_tunables) if t)
-  return bench_workload.run_worker(
-      name, [sys.executable, "-m", "mtms_jax.bench", *argv, "--worker", name], env)
+  return worker.run_worker(
+      name, [sys.executable, "-m", "benchmarks.bench", *argv, "--worker", name], env)
 
 
 def median_of_repeats(runs: list[dict]) -> dict:

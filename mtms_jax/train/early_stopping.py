@@ -1,14 +1,4 @@
-"""Validation: the rows that stop phases early and pick the best checkpoint, never the test day.
-
-`split` cuts a data set into training days, validation rows and the test day
-(`config.validation`):
-  day >= 0   that day's rows (neither a training day nor the test day);
-  day = -1   the data's own validation split if it has one (`Dataset.splits['val']`), else
-             the last `fraction` of every training day's rows, held out of training. The
-             tail of a day is its latest rows in logs kept in time order, and a random
-             sample of rows drawn independently (the synthetic data sets).
-At most `max_rows` of them are scored, evenly spaced, so an evaluation costs the same on
-any data size.
+"""Early stopping of a phase on the validation rows.
 
 `EarlyStopping` follows one run of one phase (a schedule segment): every `eval_every` steps
 it scores the phase's model on the validation rows, keeps a copy of the best parameters the
@@ -23,71 +13,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-
 from mtms_jax import losses
 from mtms_jax.data import Dataset
 from mtms_jax.errors import UserError
+from mtms_jax.eval import metrics
 
 
-# ----------------------------------------------------------------------------------------
-# The split
-# ----------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Split:
-  train: dict[int, Dataset]       # day -> the rows trained on, in schedule order
-  val: Dataset
-  test: Dataset
-
-
-def split(config: ml_collections.ConfigDict, data: Dataset) -> Split:
-  """Training days, validation rows and test day of `data` (see the module docstring)."""
-  validation = config.validation
-  train_days = tuple(config.train_days)
-  if config.test_day in train_days:
-    raise UserError(f"config.test_day={config.test_day} is also a training day "
-                    f"(config.train_days={train_days})")
-  test = data.days(config.test_day)
-  own_val = (getattr(data, "splits", None) or {}).get("val")
-  if validation.day >= 0 or own_val is not None:
-    day = validation.day if validation.day >= 0 else own_val
-    if day == config.test_day or day in train_days:
-      raise UserError(f"config.validation.day={day} is the test day or a training day "
-                      f"(train_days={train_days}, test_day={config.test_day}); validation "
-                      "needs rows of its own")
-    train = {d: data.days(d) for d in train_days}
-    val = data.days(day)
-  else:
-    if not 0 < validation.fraction < 1:
-      raise UserError(f"config.validation.fraction={validation.fraction}: expected a share "
-                      "of each training day's rows in (0, 1), or set config.validation.day")
-    train, held_out = {}, []
-    for d in train_days:
-      rows = data.days(d)
-      keep = len(rows) - round(len(rows) * validation.fraction)
-      train[d] = rows.take(np.arange(keep), f"{rows.name}[first {keep} rows]")
-      held_out.append(np.flatnonzero(data.columns["day"] == d)[keep:])
-    val = data.take(np.concatenate(held_out), name=f"{data.name}[held-out rows]")
-  return Split(train, cap_rows(val, validation.max_rows), test)
-
-
-def cap_rows(data: Dataset, max_rows: int) -> Dataset:
-  """At most `max_rows` rows of `data`, evenly spaced (all of them if there are fewer)."""
-  if max_rows < 1:
-    raise UserError(f"config.validation.max_rows={max_rows}: expected at least 1")
-  if len(data) <= max_rows:
-    return data
-  rows = np.linspace(0, len(data) - 1, max_rows).round().astype(np.int64)
-  return data.take(rows, name=f"{data.name}[{max_rows} evenly spaced rows]")
-
-
-# ----------------------------------------------------------------------------------------
-# Scores
-# ----------------------------------------------------------------------------------------
 def phase_loss(results: Mapping[str, float], phase_config: ml_collections.ConfigDict,
                split_name: str = "val") -> float:
   """The phase's training loss evaluated on a report: the weighted sum, over the tasks of its
@@ -115,9 +50,7 @@ def metric_mode(metric: str, mode: str) -> str:
                   "'max' (only loss, logloss, mae and auc are inferred)")
 
 
-# ----------------------------------------------------------------------------------------
 # Early stopping
-# ----------------------------------------------------------------------------------------
 @jax.jit
 def copy_tree(tree):
   """A copy in new buffers: the update donates the state, so a kept best must not alias it."""
@@ -174,3 +107,26 @@ class EarlyStopping:
   def load_json(self, saved: Mapping):
     self.best_score = math.nan if saved["best_score"] is None else saved["best_score"]
     self.best_step, self.bad_evals = saved["best_step"], saved["bad_evals"]
+
+
+def check_validation_metrics(config: ml_collections.ConfigDict, val_data: Dataset):
+  """Fails before training, not at the first save or evaluation, on a best-checkpoint or
+  early-stopping metric that the validation rows cannot score."""
+  constant = np.full(len(val_data), 0.5)
+  known = metrics.report("val", val_data.columns, dict.fromkeys(val_data.schema.tasks, constant),
+                         val_data.schema.scenes)
+  aucs = sorted(k for k in known if k.endswith("/auc"))
+  best = config.checkpoint.best_metric
+  if best and best not in known:
+    raise UserError(f"config.checkpoint.best_metric={best!r} is not a validation metric; "
+                    f"expected one of {aucs}, or another metric than auc")
+  for phase in config.schedule.order:
+    es = config.phases[phase].early_stopping
+    if es.metric != "loss" and es.metric not in known:
+      raise UserError(f"config.phases.{phase}.early_stopping.metric={es.metric!r}: expected "
+                      f"'loss' (the phase's loss on the validation rows) or a validation "
+                      f"metric, e.g. one of {aucs}")
+    if es.evals_per_epoch <= 0:
+      raise UserError(f"config.phases.{phase}.early_stopping.evals_per_epoch="
+                      f"{es.evals_per_epoch}: expected > 0")
+    EarlyStopping.from_config(config.phases[phase])     # checks the mode

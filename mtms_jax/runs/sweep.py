@@ -2,7 +2,7 @@ r"""Hyperparameter sweeps: an optional `get_hyper(h)` next to an experiment's `g
 
   make sweep NAME=sweep_demo              # run every point, then write the sweep table
   make sweep NAME=sweep_demo ARG=smoke    # the same on the seconds-long shrink
-  python -m mtms_jax.sweep --config experiments/sweep_demo.py --workdir checkpoints/sweep_demo/sweep
+  python -m mtms_jax.runs.sweep --config experiments/sweep_demo.py --workdir checkpoints/sweep_demo/sweep
 
 `get_hyper(h)` receives this module and returns a list of points, each a dict
 {config key: value}, built with `h.sweep`, `h.fixed`, `h.product` and `h.zipit`:
@@ -40,8 +40,12 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import config_checks, errors, metrics, plots, train
+from mtms_jax import config_checks, errors
+from mtms_jax.eval import metrics
+from mtms_jax.report import plots
 from mtms_jax.data import logs
+from mtms_jax.train import loop
+from mtms_jax import runs
 
 Point = dict[str, Any]
 AUCS = ("test/all/ctr/auc", "test/all/cvr/auc", "test/all/ctcvr/auc")   # shown in sweep.md
@@ -191,9 +195,9 @@ def run_sweep(config: ml_collections.ConfigDict, points: Sequence[Point], workdi
       continue
     print(f"[{i + 1}/{len(points)}] {folder}")
     try:
-      results = train.train_and_evaluate(apply(config, point, source), point_dir)
+      results = runs.run_one(apply(config, point, source), point_dir)
       rows.append(finished_row(row, results, point_dir))
-    except train.Interrupted:
+    except loop.Interrupted:
       raise
     except Exception as e:
       traceback.print_exc()
@@ -300,8 +304,8 @@ def main(argv):
     sys.exit(errors.EXIT_USER_ERROR)
   try:
     rows = run_sweep(flags.FLAGS.config, hyper_points(load_module(path)), workdir, path)
-  except train.Interrupted as e:
-    command = shlex.join([sys.executable, "-m", "mtms_jax.sweep"] + sys.argv[1:])
+  except loop.Interrupted as e:
+    command = shlex.join([sys.executable, "-m", "mtms_jax.runs.sweep"] + sys.argv[1:])
     print(f"\n{e}\nResume the sweep with:\n  {command}", file=sys.stderr)
     sys.exit(128 + e.signum)
   with open(os.path.join(workdir, "sweep.md")) as f:

@@ -1,7 +1,7 @@
 """Native CPU kernels, as XLA FFI custom calls: `scene_matmul` (per-scene weights).
 
 The kernels are C++ (`scene_matmul.cc`), compiled for this machine by `python -m
-mtms_jax.kernels` (`make setup` runs it) into `_build/`. Where the library is missing (no
+mtms_jax.models.kernels` (`make setup` runs it) into `_build/`. Where the library is missing (no
 compiler at setup) or jax runs on another backend, `available()` is False and the models
 use their XLA routes, which the tests also compare the kernels against.
 """
@@ -58,7 +58,7 @@ def _load() -> bool:
     return False
   if LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
     raise RuntimeError(f"{LIBRARY} is older than {SOURCE}; rebuild it with `python -m "
-                       "mtms_jax.kernels` (or `make setup`)")
+                       "mtms_jax.models.kernels` (or `make setup`)")
   library = ctypes.cdll.LoadLibrary(str(LIBRARY))
   for name in ("SceneMatmul", "SceneMatmulTransposed", "SceneOuter"):
     jax.ffi.register_ffi_target(f"mtms_{name}", jax.ffi.pycapsule(getattr(library, name)),

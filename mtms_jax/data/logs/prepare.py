@@ -34,9 +34,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import tqdm
 
-from mtms_jax import schema_file
+from mtms_jax.data.logs import schema_file
 from mtms_jax.errors import UserError
-from mtms_jax.schema_file import LogSchema
+from mtms_jax.data.logs.schema_file import LogSchema
 
 CHUNK_ROWS = 1 << 16
 MANIFEST = "manifest.json"

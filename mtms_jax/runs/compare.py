@@ -19,7 +19,7 @@ A comparison config is an experiment config whose model, schedule and phases are
   compare.layout        'rows' (one model per row, paper Table I) or 'columns' (Table II)
   compare.title
 
-`run(config, workdir)` trains each (row, seed) with `train.train_and_evaluate` in
+`run(config, workdir)` trains each (row, seed) with `trainer.train_and_evaluate` in
 `workdir/<row>/seed<k>/`, or reuses that folder when it holds results from the same config
 (so a rerun trains only what is missing; a folder left by a different config is an error),
 then writes table.md, table.csv, table.png and results.json to `workdir`.
@@ -57,7 +57,10 @@ import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 from scipy import stats
 
-from mtms_jax import metrics, significance, tables, train
+from mtms_jax.eval import metrics
+from mtms_jax.eval import significance
+from mtms_jax.report import tables
+from mtms_jax import runs
 
 PREDICTIONS = "test_predictions.npz"
 LAYOUTS = ("rows", "columns")
@@ -114,7 +117,7 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(results_path) as f:
       results = json.load(f)
   else:
-    results = train.train_and_evaluate(config, workdir)
+    results = runs.run_one(config, workdir)
   # Wall-clock time lives in run.json, apart from the results, which are reproducible.
   with open(os.path.join(workdir, "run.json")) as f:
     return {**results, "train_seconds": json.load(f)["train_seconds"]}

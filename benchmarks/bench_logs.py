@@ -33,8 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mtms_jax import bench_workload, schema_file
-from mtms_jax.data import prepare
+from benchmarks import worker
+from mtms_jax.data import zipf
+from mtms_jax.data.logs import schema_file
+from mtms_jax.data.logs import prepare
 
 FIELDS = 20
 
@@ -54,7 +56,7 @@ def write_logs(folder: Path, args) -> Path:
     path = logs / f"{name}.parquet"
     if path.exists():
       continue
-    columns = bench_workload.generate(rows, num_fields=FIELDS, vocab=args.vocab, seed=i)
+    columns = zipf.generate(rows, num_fields=FIELDS, vocab=args.vocab, seed=i)
     table = pa.table({"click": columns["click"].astype(np.int8),
                       "conversion": columns["conversion"].astype(np.int8),
                       "scene": columns["scene"].astype(np.int8),
@@ -104,7 +106,8 @@ def rss_anon() -> int:
 
 def run_mode(schema: str, mode: str, args) -> dict:
   # jax and the models only in workers: the driver stays small and starts nothing.
-  from mtms_jax import bench, models
+  from mtms_jax import models
+  from benchmarks import bench
   from mtms_jax.data import logs, pipeline
 
   memory = PeakRssAnon()
@@ -128,7 +131,7 @@ def run_mode(schema: str, mode: str, args) -> dict:
 # Driver
 # ----------------------------------------------------------------------------------------
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(prog="python -m mtms_jax.bench_logs", description=__doc__,
+  p = argparse.ArgumentParser(prog="python -m benchmarks.bench_logs", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--dir", required=True, help="where the logs and their cache go")
   p.add_argument("--rows", type=int, default=50_000_000, help="training rows")
@@ -163,8 +166,8 @@ def main(argv=None):
   runs = {"mmap": [], "ram": []}
   for _ in range(args.repeats):
     for mode, mode_runs in runs.items():
-      mode_runs.append(bench_workload.run_worker(
-          mode, [sys.executable, "-m", "mtms_jax.bench_logs", *argv, "--worker", mode]))
+      mode_runs.append(worker.run_worker(
+          mode, [sys.executable, "-m", "benchmarks.bench_logs", *argv, "--worker", mode]))
   for mode, mode_runs in runs.items():
     rates = [r["examples_per_s"] for r in mode_runs if "examples_per_s" in r]
     results[mode] = {"examples_per_s": statistics.median(rates) if rates else None,

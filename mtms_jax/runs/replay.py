@@ -35,8 +35,9 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from mtms_jax import compare, train
+from mtms_jax.runs import compare
 from mtms_jax.errors import UserError
+from mtms_jax.data import registry
 
 MEASURES = ("cvr", "ctcvr", "t_charge")
 
@@ -92,7 +93,7 @@ def scene_test_rows(config: ml_collections.ConfigDict):
   if r.candidates < 2 or r.draws < 1 or r.bid_sigma < 0:
     raise UserError(f"config.replay={r.to_dict()}: expected candidates >= 2, draws >= 1, "
                     "bid_sigma >= 0")
-  data = train.load_data(config.data).days([config.test_day])
+  data = registry.load_data(config.data).days([config.test_day])
   if data.truth is None:
     raise UserError(f"config.data.name={config.data.name!r} has no true probabilities; the "
                      "replay needs synthetic data")

@@ -32,7 +32,10 @@ import scipy.optimize
 import scipy.sparse
 from scipy import special
 
-from mtms_jax import compare, metrics, train, validation
+from mtms_jax.runs import compare
+from mtms_jax.eval import metrics
+from mtms_jax.data import registry
+from mtms_jax.eval import validation
 
 TASKS = ("ctr", "cvr", "ctcvr")
 
@@ -77,7 +80,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def reference(config: ml_collections.ConfigDict) -> dict[str, float]:
   """'logreg/<task>/auc': the known-fields logistic regression on the test rows."""
-  data = train.load_data(config.data)
+  data = registry.load_data(config.data)
   days = validation.split(config, data)
   fit_on = days.train[config.train_days[0]]
   click, conversion = fit_on.columns["click"] > 0.5, fit_on.columns["conversion"]

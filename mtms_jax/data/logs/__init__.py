@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from mtms_jax import schema_file
-from mtms_jax.data import Dataset, prepare
+from mtms_jax.data.logs import schema_file
+from mtms_jax.data import Dataset
+from mtms_jax.data.logs import prepare
 from mtms_jax.errors import UserError
 from mtms_jax.schema import DenseField, FeatureSchema, SparseField
 

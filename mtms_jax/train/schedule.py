@@ -1,0 +1,80 @@
+"""The phase schedule (the paper's alternating update, Sec. III-C) as a list of segments.
+
+For each training day, in order, and for `schedule.rounds_per_day` rounds, each phase in
+`schedule.order` runs for its steps (`phases.<name>.steps`, or `phases.<name>.epochs` of that
+day's rows, at least `min_steps`), on its share of the day's rows (`phases.<name>.rows`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import ml_collections
+from mtms_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+  """One run of one phase on one day's data: at most `steps` updates, scored on the
+  validation rows every `eval_every` of them and at its end (0: never) to stop it early."""
+  day: int
+  round: int
+  phase: str
+  steps: int
+  eval_every: int = 0
+  rows: tuple[float, float] = (0.0, 1.0)    # the share of the day's training rows it reads
+
+  @property
+  def source(self) -> tuple[int, tuple[float, float]]:
+    """What its batches come from: the day and the share of its rows."""
+    return self.day, tuple(self.rows)
+
+
+def phase_steps(phase_config: ml_collections.ConfigDict, num_rows: int, batch_size: int) -> int:
+  """`steps` if set, else `epochs` of the day's rows, and at least `min_steps`: a phase on
+  little data still gets enough updates (and early stopping ends it when it overfits)."""
+  if phase_config.get("steps", 0) > 0:
+    return int(phase_config.steps)
+  epochs = max(1, math.ceil(phase_config.epochs * num_rows / batch_size))
+  return max(epochs, phase_config.get("min_steps", 0))
+
+
+def eval_every(phase_config: ml_collections.ConfigDict, num_rows: int, batch_size: int) -> int:
+  """Steps between validation scores of a segment: `evals_per_epoch` per epoch of the day's
+  rows, but at least `min_eval_steps` apart (on little data an epoch is a few steps, and a
+  few steps' noise should not stop a phase); 0 when early stopping neither stops nor
+  restores."""
+  es = phase_config.early_stopping
+  if es.patience <= 0 and not es.restore_best:
+    return 0
+  return max(1, es.get("min_eval_steps", 1),
+             math.ceil(num_rows / batch_size / es.evals_per_epoch))
+
+
+def phase_rows(phase_config: ml_collections.ConfigDict, phase: str) -> tuple[float, float]:
+  """(start, stop): the phase trains on that share of each day's training rows."""
+  start, stop = (float(x) for x in phase_config.get("rows", (0.0, 1.0)))
+  if not 0 <= start < stop <= 1:
+    raise UserError(f"config.phases.{phase}.rows=({start}, {stop}): expected 0 <= start < "
+                    "stop <= 1, shares of each day's training rows")
+  return start, stop
+
+
+def row_slice(num_rows: int, rows: tuple[float, float]) -> slice:
+  return slice(round(num_rows * rows[0]), round(num_rows * rows[1]))
+
+
+def make_schedule(config: ml_collections.ConfigDict, rows_per_day: dict[int, int]
+                  ) -> list[Segment]:
+  schedule = []
+  for day in config.train_days:
+    for r in range(config.schedule.rounds_per_day):
+      for phase in config.schedule.order:
+        phase_config = config.phases[phase]
+        rows = phase_rows(phase_config, phase)
+        s = row_slice(rows_per_day[day], rows)
+        num_rows = s.stop - s.start
+        schedule.append(Segment(day, r, phase,
+                                phase_steps(phase_config, num_rows, config.batch_size),
+                                eval_every(phase_config, num_rows, config.batch_size), rows))
+  return schedule
