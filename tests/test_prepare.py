@@ -10,7 +10,7 @@ import pytest
 
 from mtms_jax.data.logs import schema_file
 from mtms_jax.data import logs
-from mtms_jax.data.logs import prepare
+from mtms_jax.data.logs import prepare, read
 from mtms_jax.errors import UserError
 
 HEADER = "clk,buy,user,ad,price,channel\n"
@@ -117,7 +117,7 @@ def table(n=10, **columns):
 
 
 def test_parquet_nan_is_reported_at_its_real_row(tmp_path, capsys, monkeypatch):
-  monkeypatch.setattr(prepare, "CHUNK_ROWS", 4)      # the bad row lies in the third chunk
+  monkeypatch.setattr(read, "CHUNK_ROWS", 4)      # the bad row lies in the third chunk
   price = np.linspace(0, 1, 10)
   price[9] = np.nan
   fails(parquet_schema(tmp_path, table(price=price)), capsys,
@@ -171,13 +171,13 @@ def test_a_cache_of_another_schema_file_is_an_error(tmp_path):
 
 def test_hashing_is_stable_fnv1a_and_splitmix64():
   # FNV-1a 64 of b"a" and of b"" (the published test vectors).
-  np.testing.assert_array_equal(prepare.fnv1a(pa.array(["a", ""], pa.large_string())),
+  np.testing.assert_array_equal(read.fnv1a(pa.array(["a", ""], pa.large_string())),
                                 np.array([0xAF63DC4C8601EC8C, 0xCBF29CE484222325], np.uint64))
-  ids = prepare.hash_ids(pa.array(["x", None, "x", "yy"]), 7)
+  ids = read.hash_ids(pa.array(["x", None, "x", "yy"]), 7)
   assert ids[1] == 0 and ids[0] == ids[2] and np.all((ids[[0, 3]] >= 1) & (ids[[0, 3]] < 7))
-  sliced = prepare.hash_ids(pa.array(["q", "x", "yy"]).slice(1), 7)   # offsets of a slice
+  sliced = read.hash_ids(pa.array(["q", "x", "yy"]).slice(1), 7)   # offsets of a slice
   np.testing.assert_array_equal(sliced, ids[[0, 3]])
-  ints = prepare.hash_ids(pa.array([5, 5, 6]), 1000)
+  ints = read.hash_ids(pa.array([5, 5, 6]), 1000)
   assert ints[0] == ints[1] != ints[2]
 
 
