@@ -55,14 +55,11 @@ def load(path: _tabular.PathLike, *, day: int = 0, country: str | None = None,
     day: the day of a single file's rows; a folder's files get theirs from their split.
     country: the country of files whose path does not name one (e.g. 'US').
     countries: the scene list, in order; None takes the countries loaded.
-    vocab_sizes: None keeps the ids; an int or a size per field hashes them (id % size).
-    standardize: turn dense values into z-scores (see the module docstring).
-    conversion_without_click: 'drop' (warn with a count) or 'raise'.
+    vocab_sizes, standardize, conversion_without_click: as in `mtms_jax.data.aliccp.load`.
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    ValueError: a file lacks a column, holds a value that is not a number, a label that is
-      not 0 or 1 or a negative or fractional id, or its country is unknown or unlisted.
+    ValueError: what `aliccp.load` raises for, or a file's country is unknown or unlisted.
   """
   path = _tabular.require(path, "AliExpress", _WHERE)
   files = _tabular.split_files(path, "*.csv", day)
