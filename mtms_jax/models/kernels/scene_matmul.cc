@@ -272,23 +272,16 @@ ffi::Error SceneOuterImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SceneMatmul, SceneMatmulImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+// The three kernels take the same buffers: (activations or gradients, weights or
+// activations, scene of each example) -> one float output.
+#define SCENE_HANDLER(name, impl)                                   \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                         \
+                                ffi::Ffi::Bind()                    \
+                                    .Arg<ffi::Buffer<ffi::F32>>()   \
+                                    .Arg<ffi::Buffer<ffi::F32>>()   \
+                                    .Arg<ffi::Buffer<ffi::S32>>()   \
+                                    .Ret<ffi::Buffer<ffi::F32>>())
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SceneMatmulTransposed, SceneMatmulTransposedImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SceneOuter, SceneOuterImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+SCENE_HANDLER(SceneMatmul, SceneMatmulImpl);
+SCENE_HANDLER(SceneMatmulTransposed, SceneMatmulTransposedImpl);
+SCENE_HANDLER(SceneOuter, SceneOuterImpl);
