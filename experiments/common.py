@@ -25,13 +25,13 @@ def synthetic_data(**overrides):
   kwargs.update(overrides)
   # scenes: indices of the scenes to keep (empty keeps all), e.g. (0,) for a one-scene model.
   # schema: a schema file of one's own logs (README, Your own logs); set, it replaces the
-  # data set and sets train_days, test_day and validation.day (mtms_jax/data/logs.py).
+  # data set and sets train_days, test_day and validation.day (mtms_jax/data/logs/).
   return ml_collections.ConfigDict({"name": "synthetic", "kwargs": kwargs, "scenes": (),
                                     "schema": ""})
 
 
 # The row-wise table optimizer equal to each optax optimizer on the rows a batch touches
-# (mtms_jax/step.py); the others update whole tables ('dense').
+# (mtms_jax/optim.py); the others update whole tables ('dense').
 ROWWISE_EQUIVALENT = {"adam": "lazy_adam", "sgd": "sgd"}
 
 
@@ -105,7 +105,7 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
   config.log_every = 100
   config.init_from = ""              # warm start from this workdir or checkpoint, if no own one
   config.init_load = ("embedding",)  # params subtrees it loads; add "ranking" for the network
-  # The rows that stop phases early and rank checkpoints (mtms_jax/validation.py); never
+  # The rows that stop phases early and rank checkpoints (mtms_jax/eval/validation.py); never
   # the test day. day >= 0: that day; -1: the data's own validation split if it has one,
   # else the last `fraction` of every training day's rows, held out of training.
   config.validation = ml_collections.ConfigDict({"day": -1, "fraction": 0.1,
@@ -178,7 +178,7 @@ def joint_config(name, arg=None) -> ml_collections.ConfigDict:
 
 
 # ----------------------------------------------------------------------------------------
-# Comparisons (mtms_jax/compare.py): experiments/table1.py, table2.py
+# Comparisons (mtms_jax/runs/compare.py): experiments/table1.py, table2.py
 # ----------------------------------------------------------------------------------------
 MOVIELENS_PATH = "../shared/data/movielens/ml-100k_recbole_wheel"
 CENSUS_PATH = "../shared/data/census_income_kdd/keras_mmoe_full_test/census-income.test.gz"
