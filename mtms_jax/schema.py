@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from mtms_jax import tasks as tasks_lib
+
 COLUMNS = ("ids", "dense", "scene", "click", "conversion", "day")
 # The predicted tasks a data set's labels support: clicks and conversions, or clicks only.
 # ctcvr = ctr x cvr is derived, so it comes with cvr.
-TASK_SETS = (("ctr", "cvr"), ("ctr",))
+TASK_SETS = (tasks_lib.PREDICTED, tasks_lib.CTR_ONLY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,12 +88,12 @@ class FeatureSchema:
   @property
   def columns(self) -> tuple[str, ...]:
     """The columns of a data set of this schema."""
-    return tuple(c for c in COLUMNS if c != "conversion" or "cvr" in self.tasks)
+    return tuple(c for c in COLUMNS if c != "conversion" or tasks_lib.CVR in self.tasks)
 
   @property
   def metric_tasks(self) -> tuple[str, ...]:
     """The tasks metrics and losses can have: the predicted ones, and ctcvr with cvr."""
-    return self.tasks + (("ctcvr",) if "cvr" in self.tasks else ())
+    return tasks_lib.with_derived(self.tasks)
 
   @property
   def num_sparse(self) -> int:

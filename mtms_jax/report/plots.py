@@ -9,14 +9,15 @@ import matplotlib
 matplotlib.use("Agg")   # files only: runs on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-TASKS = ("ctr", "cvr", "ctcvr")
+from mtms_jax import tasks  # noqa: E402
 
 
 def metric_over_days(results: Mapping[str, float], days: Sequence[int], scenes: Sequence[str],
                      path: str, metric: str = "auc"):
   """One panel per task: `metric` on each test day, a line per scene (dashed: the oracle)."""
-  fig, axes = plt.subplots(1, len(TASKS), figsize=(4.5 * len(TASKS), 3.6), squeeze=False)
-  for ax, task in zip(axes[0], TASKS):
+  fig, axes = plt.subplots(1, len(tasks.ALL), figsize=(4.5 * len(tasks.ALL), 3.6),
+                           squeeze=False)
+  for ax, task in zip(axes[0], tasks.ALL):
     for scene in scenes:
       values = [results.get(f"day{d}/test/{scene}/{task}/{metric}", float("nan")) for d in days]
       line, = ax.plot(days, values, marker="o", label=scene)

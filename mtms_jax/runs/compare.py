@@ -60,11 +60,10 @@ from scipy import stats
 from mtms_jax.eval import metrics
 from mtms_jax.eval import significance
 from mtms_jax.report import tables
-from mtms_jax import runs
+from mtms_jax import runs, tasks
 
 PREDICTIONS = "test_predictions.npz"
 LAYOUTS = ("rows", "columns")
-TASKS = ("ctr", "cvr", "ctcvr")
 TESTS = {"auc": significance.delong, "mae": significance.paired_mae}
 
 
@@ -81,8 +80,8 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.compare.seeds={c.seeds}: expected >= 1")
   if c.layout not in LAYOUTS:
     raise ValueError(f"config.compare.layout={c.layout!r}: expected one of {LAYOUTS}")
-  if not c.tasks or set(c.tasks) - set(TASKS):
-    raise ValueError(f"config.compare.tasks={tuple(c.tasks)}: expected some of {TASKS}")
+  if not c.tasks or set(c.tasks) - set(tasks.ALL):
+    raise ValueError(f"config.compare.tasks={tuple(c.tasks)}: expected some of {tasks.ALL}")
   unknown = set(c.metrics) - {"auc", "mae", "logloss", "calibration"}
   if not c.metrics or unknown:
     raise ValueError(f"config.compare.metrics={tuple(c.metrics)}: unknown {sorted(unknown)}")
@@ -133,7 +132,7 @@ def scene_predictions(workdir: str, scene: str) -> dict[str, np.ndarray]:
   saved = np.load(os.path.join(workdir, PREDICTIONS))
   rows = (np.ones_like(saved["scene"], bool) if scene == "all"
           else saved["scene"] == scenes.index(scene))
-  return {k: saved[k][rows] for k in ("ctr", "cvr", "click", "conversion") if k in saved}
+  return {k: saved[k][rows] for k in (*tasks.PREDICTED, "click", "conversion") if k in saved}
 
 
 def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -141,7 +140,7 @@ def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.nda
   saved predictions (only 'ctr' for CTR-only data)."""
   saved = scene_predictions(workdir, scene)
   columns = {k: saved[k] for k in ("click", "conversion") if k in saved}
-  probs = {k: saved[k] for k in ("ctr", "cvr") if k in saved}
+  probs = {k: saved[k] for k in tasks.PREDICTED if k in saved}
   return {task: (labels, preds) for task, labels, preds in metrics.task_slices(columns, probs)}
 
 

@@ -36,8 +36,7 @@ from mtms_jax.runs import compare
 from mtms_jax.eval import metrics
 from mtms_jax.data import registry
 from mtms_jax.eval import validation
-
-TASKS = ("ctr", "cvr", "ctcvr")
+from mtms_jax import tasks
 
 
 def curve_config(config: ml_collections.ConfigDict, name: str, epochs: int
@@ -61,14 +60,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       print(f"\n=== {name}, {epochs} epochs, early stopping off: {run_dir}")
       results = compare.train_or_reuse(curve_config(config, name, epochs), run_dir)
       curve.update({f"{name}/epochs{epochs}/{t}/auc": results[f"test/all/{t}/auc"]
-                    for t in TASKS})
+                    for t in tasks.ALL})
   out = {**summary, **curve, **reference(config)}
   default = {name: json.load(open(os.path.join(workdir, name, "seed0", "results.json")))
              for name in c.order}
   for name in c.order:
     out[f"{name}/below_best_epoch"] = max(
         max(out[f"{name}/epochs{e}/{t}/auc"] for e in config.quality.curve_epochs)
-        - default[name][f"test/all/{t}/auc"] for t in TASKS)
+        - default[name][f"test/all/{t}/auc"] for t in tasks.ALL)
   with open(os.path.join(workdir, "quality.json"), "w") as f:
     json.dump(out, f, indent=2, sort_keys=True)
   text = markdown(config, out)
@@ -89,7 +88,7 @@ def reference(config: ml_collections.ConfigDict) -> dict[str, float]:
   p_cvr = _logistic_regression(clicked, (2, 3), conversion[click], days.test)
   report = metrics.report("logreg", days.test.columns, {"ctr": p_click, "cvr": p_cvr},
                           data.schema.scenes)
-  return {f"logreg/{t}/auc": report[f"logreg/all/{t}/auc"] for t in TASKS}
+  return {f"logreg/{t}/auc": report[f"logreg/all/{t}/auc"] for t in tasks.ALL}
 
 
 def _one_hot(data, fields) -> scipy.sparse.csr_matrix:
@@ -120,29 +119,29 @@ def _logistic_regression(train_rows, fields, labels, test_rows, l2: float = 1.0)
 def markdown(config: ml_collections.ConfigDict, out: dict) -> str:
   c, epochs = config.compare, tuple(config.quality.curve_epochs)
   base = f"{c.baseline}/oracle/all"
-  oracle = {t: out[f"{base}/{t}/auc_mean"] for t in TASKS}
-  header = (["model"] + [f"{t.upper()} AUC" for t in TASKS] + ["share of oracle lift"]
+  oracle = {t: out[f"{base}/{t}/auc_mean"] for t in tasks.ALL}
+  header = (["model"] + [f"{t.upper()} AUC" for t in tasks.ALL] + ["share of oracle lift"]
             + ["CTR calibration"] + [f"{e} ep. (CTR/CVR/CTCVR)" for e in epochs]
             + ["below best epoch", "train s"])
   rows = []
   for name in c.order:
     key = f"{name}/test/all"
-    aucs = [out[f"{key}/{t}/auc_mean"] for t in TASKS]
+    aucs = [out[f"{key}/{t}/auc_mean"] for t in tasks.ALL]
     rows.append(
         [c.rows[name].label]
-        + [f"{out[f'{key}/{t}/auc_mean']:.4f} ± {out[f'{key}/{t}/auc_std']:.4f}" for t in TASKS]
-        + ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in zip(aucs, TASKS))]
+        + [f"{out[f'{key}/{t}/auc_mean']:.4f} ± {out[f'{key}/{t}/auc_std']:.4f}" for t in tasks.ALL]
+        + ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in zip(aucs, tasks.ALL))]
         + [f"{out[f'{key}/ctr/calibration_mean']:.3f}"]
-        + ["/".join(f"{out[f'{name}/epochs{e}/{t}/auc']:.3f}" for t in TASKS) for e in epochs]
+        + ["/".join(f"{out[f'{name}/epochs{e}/{t}/auc']:.3f}" for t in tasks.ALL) for e in epochs]
         + [f"{out[f'{name}/below_best_epoch']:+.4f}",
            f"{out[f'{name}/train_seconds_mean']:.0f}"])
   blank = [""] * (len(epochs) + 2)
-  rows.append(["oracle (true probabilities)"] + [f"{oracle[t]:.4f}" for t in TASKS]
+  rows.append(["oracle (true probabilities)"] + [f"{oracle[t]:.4f}" for t in tasks.ALL]
               + ["100%", ""] + blank)
-  logreg = [out[f"logreg/{t}/auc"] for t in TASKS]
+  logreg = [out[f"logreg/{t}/auc"] for t in tasks.ALL]
   rows.append(["known-fields logistic regression"] + [f"{a:.4f}" for a in logreg]
               + ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in
-                          zip(logreg, TASKS)), ""] + blank)
+                          zip(logreg, tasks.ALL)), ""] + blank)
   lines = [f"**Quality at defaults** (test rows, all scenes; mean ± std over {c.seeds} seeds)",
            "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(r) + " |" for r in rows]

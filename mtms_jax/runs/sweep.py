@@ -40,7 +40,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import config_checks, errors
+from mtms_jax import config_checks, errors, tasks
 from mtms_jax.eval import metrics
 from mtms_jax.report import plots
 from mtms_jax.data import logs
@@ -48,7 +48,7 @@ from mtms_jax.train import loop
 from mtms_jax import runs
 
 Point = dict[str, Any]
-AUCS = ("test/all/ctr/auc", "test/all/cvr/auc", "test/all/ctcvr/auc")   # shown in sweep.md
+AUCS = tuple(f"test/all/{t}/auc" for t in tasks.ALL)   # shown in sweep.md
 
 
 # ----------------------------------------------------------------------------------------
@@ -213,9 +213,9 @@ def check_metric(name: str):
   parts = name.split("/")
   metric_names = metrics.task_metrics(np.array([0.0, 1.0]), np.array([0.5, 0.5]))
   if name != "train_steps" and not (len(parts) == 4 and parts[0] in ("test", "oracle")
-                                    and parts[2] in plots.TASKS and parts[3] in metric_names):
+                                    and parts[2] in tasks.ALL and parts[3] in metric_names):
     raise ValueError(f"config.sweep.metric={name!r}: expected 'test/<scene or all>/<task>/"
-                     f"<metric>' with task in {plots.TASKS} and metric in "
+                     f"<metric>' with task in {tasks.ALL} and metric in "
                      f"{sorted(metric_names)}, e.g. 'test/all/ctcvr/auc'")
 
 
