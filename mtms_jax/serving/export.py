@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from mtms_jax import checkpoint, errors, models
+from mtms_jax import checkpoint, errors, models, pytree
 from mtms_jax.models import kernels
 from mtms_jax.schema import FeatureSchema
 from mtms_jax.eval import prediction
@@ -61,12 +61,6 @@ def restore_params(workdir: str, model, schema: FeatureSchema) -> tuple[dict, di
     raise errors.UserError(f"--workdir={workdir!r}: {e}") from e
 
 
-def flat_names(params: dict) -> dict[str, jax.Array]:
-  """{'embedding/tables/dim16': array, ...}: the params as one flat dict, in leaf order."""
-  return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf
-          for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
-
-
 def batch_spec(schema: FeatureSchema, batch=None) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes of the columns a score reads; `batch` None: a symbolic batch dimension."""
   if batch is None:
@@ -78,9 +72,9 @@ def batch_spec(schema: FeatureSchema, batch=None) -> dict[str, jax.ShapeDtypeStr
 
 def make_score_fn(config: ml_collections.ConfigDict, model, params: dict):
   """score(flat params, batch) -> {'ctr', 'cvr'}: the run's predictions, params by name
-  (`flat_names`) so that the serving side needs no pytree structure."""
+  (`pytree.flat_names`) so that the serving side needs no pytree structure."""
   predict = prediction.make_predict_fn(model, prediction.prediction_phases(config, model))
-  names, treedef = list(flat_names(params)), jax.tree.structure(params)
+  names, treedef = list(pytree.flat_names(params)), jax.tree.structure(params)
 
   def score(flat: dict[str, jax.Array], batch: dict[str, jax.Array]):
     # By name: jax orders a dict's leaves by sorted key, not by the params' leaf order.
@@ -101,7 +95,7 @@ def export(workdir: str, out: str) -> dict:
 def write_artifact(out: str, config: ml_collections.ConfigDict, model, params: dict,
                    source: dict) -> dict:
   """Writes `model` with `params` to `out` (module docstring); `source` goes to schema.json."""
-  flat = flat_names(params)
+  flat = pytree.flat_names(params)
   with kernels.disabled():
     exported = jax.export.export(make_score_fn(config, model, params))(
         {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()},
