@@ -17,12 +17,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on a training machine
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
+from mtms_jax.report import markdown  # noqa: E402
+
 NAMES = {"auc": "AUC", "mae": "MAE", "logloss": "logloss", "calibration": "calibration"}
 
 
 def write(c, summary: dict, workdir: str) -> str:
   """Writes table.md, table.csv and table.png to `workdir`; returns the markdown."""
-  text = markdown(c, summary)
+  text = table_md(c, summary)
   with open(os.path.join(workdir, "table.md"), "w") as f:
     f.write(text + "\n")
   write_csv(c, summary, os.path.join(workdir, "table.csv"))
@@ -61,7 +63,7 @@ def _p(p: float) -> str:
   return "nan" if math.isnan(p) else f"{p:.2g}" if p >= 1e-3 else f"{p:.0e}"
 
 
-def markdown(c, summary: dict) -> str:
+def table_md(c, summary: dict) -> str:
   """Table I layout ('rows': a model per row) or Table II layout ('columns')."""
   names = list(c.order)
   title = f"**{c.title}** ({c.scene}; mean ± std over {c.seeds} seeds)"
@@ -80,8 +82,7 @@ def markdown(c, summary: dict) -> str:
         ([value_cell(c, summary, n, t, m)] if n == c.baseline else
          [value_cell(c, summary, n, t, m), change_cell(c, summary, n, t, m)])]
             for t, m in measures(c)]
-  lines = [title, "", "| " + " | ".join(header) + " |",
-           "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in body]
+  lines = [title, "", markdown.table(header, body)]
   lines += ["", "change: relative change of the mean against the baseline; p: paired test "
             "(AUC: DeLong; MAE: t-test on per-row errors) of the seed-averaged predictions on "
             "the same test rows, with the range of the per-seed p's in brackets; seeds p: "

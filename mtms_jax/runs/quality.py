@@ -32,6 +32,7 @@ import scipy.optimize
 import scipy.sparse
 from scipy import special
 
+from mtms_jax.report import markdown
 from mtms_jax.runs import compare
 from mtms_jax.eval import metrics
 from mtms_jax.data import registry
@@ -70,7 +71,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         - default[name][f"test/all/{t}/auc"] for t in tasks.ALL)
   with open(os.path.join(workdir, "quality.json"), "w") as f:
     json.dump(out, f, indent=2, sort_keys=True)
-  text = markdown(config, out)
+  text = quality_md(config, out)
   with open(os.path.join(workdir, "quality.md"), "w") as f:
     f.write(text + "\n")
   print("\n" + text)
@@ -116,7 +117,7 @@ def _logistic_regression(train_rows, fields, labels, test_rows, l2: float = 1.0)
   return special.expit(_one_hot(test_rows, fields) @ theta[1:] + theta[0])
 
 
-def markdown(config: ml_collections.ConfigDict, out: dict) -> str:
+def quality_md(config: ml_collections.ConfigDict, out: dict) -> str:
   c, epochs = config.compare, tuple(config.quality.curve_epochs)
   base = f"{c.baseline}/oracle/all"
   oracle = {t: out[f"{base}/{t}/auc_mean"] for t in tasks.ALL}
@@ -129,7 +130,8 @@ def markdown(config: ml_collections.ConfigDict, out: dict) -> str:
     aucs = [out[f"{key}/{t}/auc_mean"] for t in tasks.ALL]
     rows.append(
         [c.rows[name].label]
-        + [f"{out[f'{key}/{t}/auc_mean']:.4f} ± {out[f'{key}/{t}/auc_std']:.4f}" for t in tasks.ALL]
+        + [f"{out[f'{key}/{t}/auc_mean']:.4f} ± {out[f'{key}/{t}/auc_std']:.4f}"
+           for t in tasks.ALL]
         + ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in zip(aucs, tasks.ALL))]
         + [f"{out[f'{key}/ctr/calibration_mean']:.3f}"]
         + ["/".join(f"{out[f'{name}/epochs{e}/{t}/auc']:.3f}" for t in tasks.ALL) for e in epochs]
@@ -143,8 +145,7 @@ def markdown(config: ml_collections.ConfigDict, out: dict) -> str:
               + ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in
                           zip(logreg, tasks.ALL)), ""] + blank)
   lines = [f"**Quality at defaults** (test rows, all scenes; mean ± std over {c.seeds} seeds)",
-           "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(r) + " |" for r in rows]
+           "", markdown.table(header, rows)]
   lines += ["", "Epoch columns: test AUC of seed 0 trained that many epochs a phase with early "
             "stopping off. below best epoch: the largest, over tasks, of the best epoch's AUC "
             "minus the default run's (seed 0); at most 0.01 means no overfitting collapse."]

@@ -2,7 +2,8 @@ r"""Hyperparameter sweeps: an optional `get_hyper(h)` next to an experiment's `g
 
   make sweep NAME=sweep_demo              # run every point, then write the sweep table
   make sweep NAME=sweep_demo ARG=smoke    # the same on the seconds-long shrink
-  python -m mtms_jax.runs.sweep --config experiments/sweep_demo.py --workdir checkpoints/sweep_demo/sweep
+  python -m mtms_jax.runs.sweep --config experiments/sweep_demo.py \
+      --workdir checkpoints/sweep_demo/sweep
 
 `get_hyper(h)` receives this module and returns a list of points, each a dict
 {config key: value}, built with `h.sweep`, `h.fixed`, `h.product` and `h.zipit`:
@@ -42,7 +43,7 @@ from ml_collections import config_flags
 
 from mtms_jax import config_checks, errors, tasks
 from mtms_jax.eval import metrics
-from mtms_jax.report import plots
+from mtms_jax.report import markdown, plots
 from mtms_jax.data import logs
 from mtms_jax.train import loop
 from mtms_jax import runs
@@ -91,7 +92,7 @@ def hyper_points(module) -> list[Point]:
   """The points of an experiment module's `get_hyper`, declared with this module's functions."""
   if not hasattr(module, "get_hyper"):
     raise ValueError(f"{module.__file__} has no get_hyper(h); add one to sweep it "
-                     "(see mtms_jax/sweep.py)")
+                     "(see mtms_jax/runs/sweep.py)")
   return module.get_hyper(sys.modules[__name__])
 
 
@@ -258,21 +259,19 @@ def write_table(rows: list[dict], key_columns: list[str], metric: str, mode: str
     writer.writeheader()
     writer.writerows(rows)
   with open(os.path.join(workdir, "sweep.md"), "w") as f:
-    f.write(markdown(rows, shown, metric, mode))
+    f.write(sweep_md(rows, shown, metric, mode))
   ranked = [r for r in rows if math.isfinite(r.get(metric, float("nan")))]
   if ranked:
     plots.sweep_bars([r["point"] for r in ranked], [r[metric] for r in ranked], metric,
                      os.path.join(workdir, "sweep.png"))
 
 
-def markdown(rows: list[dict], columns: list[str], metric: str, mode: str) -> str:
+def sweep_md(rows: list[dict], columns: list[str], metric: str, mode: str) -> str:
   def cell(column, value):
     return f"{value:.4f}" if column.startswith("test/") else str(value)
-  lines = [f"Sorted by {metric}, {'highest' if mode == 'max' else 'lowest'} first.", "",
-           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(cell(c, row[c]) if c in row else "" for c in columns) + " |"
-            for row in rows]
-  return "\n".join(lines) + "\n"
+  cells = [[cell(c, row[c]) if c in row else "" for c in columns] for row in rows]
+  return (f"Sorted by {metric}, {'highest' if mode == 'max' else 'lowest'} first.\n\n"
+          + markdown.table(columns, cells) + "\n")
 
 
 # ----------------------------------------------------------------------------------------

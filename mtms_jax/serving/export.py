@@ -3,8 +3,8 @@ r"""Export a trained run for serving: `python -m mtms_jax.export --workdir W --o
 DIR is self-contained; `mtms_jax.serving.load(DIR)` scores with it, without this package's
 training code (jax and numpy only):
 
-  model.stablehlo   the scoring function (params, batch) -> {task: probability} (the schema's tasks),
-                    serialized with jax.export (StableHLO, a symbolic batch dimension)
+  model.stablehlo   the scoring function (params, batch) -> {task: probability} (the schema's
+                    tasks), serialized with jax.export (StableHLO, a symbolic batch dimension)
   params/<i>.npy    every parameter array, the embedding tables included: inputs of the
                     graph, not constants baked into it, so tables can be replaced or
                     memory-mapped without re-exporting
