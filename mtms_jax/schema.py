@@ -112,9 +112,9 @@ class FeatureSchema:
                dense=tuple(DenseField(**f) for f in d.get("dense", ())),
                scenes=tuple(d["scenes"]), tasks=tuple(d.get("tasks", TASK_SETS[0])))
 
-  def save(self, path) -> None:
-    with open(path, "w") as f:
-      json.dump(self.to_dict(), f, indent=2)
+  def to_json(self) -> str:
+    """The schema as feature_schema.json holds it (`load` reads it back)."""
+    return json.dumps(self.to_dict(), indent=2)
 
   @classmethod
   def load(cls, path) -> FeatureSchema:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 import ml_collections
-from mtms_jax import losses, models, tasks
+from mtms_jax import losses, models, rundir, tasks
 import numpy as np
 from mtms_jax.eval import metrics
 from mtms_jax.data import Dataset, pipeline
@@ -61,5 +61,5 @@ def evaluate(predict_fn, params, data: Dataset, batch_size: int, split: str) -> 
 def save_predictions(predict_fn, params, data: Dataset, batch_size: int, path: str):
   """Test-day predictions with the labels and scene of every row, as an .npz file."""
   probs = predict(predict_fn, params, data, batch_size)
-  np.savez(path, **probs, **{k: data.columns[k] for k in ("scene", "click", "conversion")
-                             if k in data.columns})
+  rundir.save_npz(path, **probs, **{k: data.columns[k] for k in ("scene", "click", "conversion")
+                                    if k in data.columns})

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")   # files only: runs on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mtms_jax import tasks  # noqa: E402
+from mtms_jax import rundir, tasks  # noqa: E402
 
 
 def metric_over_days(results: Mapping[str, float], days: Sequence[int], scenes: Sequence[str],
@@ -30,7 +30,8 @@ def metric_over_days(results: Mapping[str, float], days: Sequence[int], scenes: 
     ax.grid(alpha=0.3)
   axes[0][0].legend(title="scene (dashed: oracle)", fontsize="small")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with rundir.replacing(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)
 
 
@@ -51,5 +52,6 @@ def sweep_bars(names: Sequence[str], values: Sequence[float], metric: str, path:
   ax.set_xlabel(metric)
   ax.grid(axis="x", alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with rundir.replacing(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)

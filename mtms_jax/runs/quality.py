@@ -23,7 +23,6 @@ rows at all, since rare ids are seen too few times for anyone to learn their eff
 
 from __future__ import annotations
 
-import json
 import os
 
 import ml_collections
@@ -32,6 +31,7 @@ import scipy.optimize
 import scipy.sparse
 from scipy import special
 
+from mtms_jax import rundir
 from mtms_jax.report import markdown
 from mtms_jax.runs import compare
 from mtms_jax.eval import metrics
@@ -63,17 +63,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       curve.update({f"{name}/epochs{epochs}/{t}/auc": results[f"test/all/{t}/auc"]
                     for t in tasks.ALL})
   out = {**summary, **curve, **reference(config)}
-  default = {name: json.load(open(os.path.join(workdir, name, "seed0", "results.json")))
+  default = {name: rundir.read_json(os.path.join(workdir, name, "seed0"), rundir.RESULTS)
              for name in c.order}
   for name in c.order:
     out[f"{name}/below_best_epoch"] = max(
         max(out[f"{name}/epochs{e}/{t}/auc"] for e in config.quality.curve_epochs)
         - default[name][f"test/all/{t}/auc"] for t in tasks.ALL)
-  with open(os.path.join(workdir, "quality.json"), "w") as f:
-    json.dump(out, f, indent=2, sort_keys=True)
+  rundir.write_json(workdir, rundir.QUALITY_JSON, out)
   text = quality_md(config, out)
-  with open(os.path.join(workdir, "quality.md"), "w") as f:
-    f.write(text + "\n")
+  rundir.write_text(workdir, rundir.QUALITY_MD, text + "\n")
   print("\n" + text)
   return out
 

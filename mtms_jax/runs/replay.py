@@ -28,13 +28,13 @@ Writes replay.md and replay.json to the workdir, beside the comparison's files.
 
 from __future__ import annotations
 
-import json
 import os
 
 import ml_collections
 import numpy as np
 from scipy import stats
 
+from mtms_jax import rundir
 from mtms_jax.report import markdown
 from mtms_jax.runs import compare
 from mtms_jax.errors import UserError
@@ -144,11 +144,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       predictions[name] = saved
     per_seed.append(replay_seed(config, config.seed + k, columns, truth, predictions))
   summary = summarize(per_seed, c.baseline)
-  with open(os.path.join(workdir, "replay.json"), "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
+  rundir.write_json(workdir, rundir.REPLAY_JSON, summary)
   table = replay_md(summary, list(c.order) + ["oracle", "random"], c, config.replay)
-  with open(os.path.join(workdir, "replay.md"), "w") as f:
-    f.write(table + "\n")
+  rundir.write_text(workdir, rundir.REPLAY_MD, table + "\n")
   print("\n" + table)
   return summary
 

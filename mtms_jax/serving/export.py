@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from mtms_jax import checkpoint, errors, models, pytree
+from mtms_jax import checkpoint, errors, models, pytree, rundir
 from mtms_jax.models import kernels
 from mtms_jax.schema import FeatureSchema
 from mtms_jax.eval import prediction
@@ -42,11 +42,11 @@ BATCH_COLUMNS = ("ids", "dense", "scene")
 
 def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, FeatureSchema]:
   """The config and feature schema of a run's workdir; UserError if it is not a run's."""
-  paths = [os.path.join(workdir, f) for f in ("config.json", "feature_schema.json")]
+  paths = [os.path.join(workdir, f) for f in (rundir.CONFIG, rundir.SCHEMA)]
   missing = [p for p in paths if not os.path.exists(p)]
   if missing or not os.path.isdir(os.path.join(workdir, checkpoint.CHECKPOINTS)):
     raise errors.UserError(f"--workdir={workdir!r} is not a trained run's folder (it needs "
-                           f"config.json, feature_schema.json and {checkpoint.CHECKPOINTS}/)")
+                           f"{rundir.CONFIG}, {rundir.SCHEMA} and {checkpoint.CHECKPOINTS}/)")
   with open(paths[0]) as f:
     config = ml_collections.ConfigDict(json.load(f))
   return config, FeatureSchema.load(paths[1])
