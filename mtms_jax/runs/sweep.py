@@ -18,7 +18,8 @@ trains in `<workdir>/<point>/`, named by its values, e.g. 'aggregation=mean,seed
 kwargs.seed=1', as a run of its kind (`runs.run_one`). Rerunning the sweep skips the
 finished points (`rundir.finished_results`; a point's folder left by another config is an
 error) and resumes the others from their checkpoints. The table, sorted by
-`config.sweep.metric`, is written to sweep.csv, sweep.md and sweep.png in `<workdir>`.
+`config.sweep.metric`, is written to sweep.csv, sweep.md and sweep.png in `<workdir>`. The
+sweep is a run kind of `mtms_jax.runs`, chosen by its command rather than a config section.
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ def main(argv):
     # Before any point: the base config's values, and its schema file's logs (prepared once).
     config_checks.check(flags.FLAGS.config)
     logs.configure(flags.FLAGS.config)
-    rows = run_sweep(flags.FLAGS.config, hyper_points(load_module(path)), workdir, path)
+    rows = runs.run_sweep(flags.FLAGS.config, hyper_points(load_module(path)), workdir, path)
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(errors.EXIT_USER_ERROR)
