@@ -36,11 +36,13 @@ import time
 import jax
 import ml_collections
 
-from mtms_jax import models
 from benchmarks import worker
+from experiments import common
+from mtms_jax import models
 from mtms_jax.data import zipf
 from mtms_jax.data import Dataset, pipeline
 from mtms_jax import optim
+from mtms_jax.report import markdown
 from mtms_jax.train import train_state
 from mtms_jax.train import step as step_lib
 
@@ -74,18 +76,21 @@ class BenchModel:
 MTMS = {"name": "mtms", "sharing": "none", "tower_hidden": (16, 8), "ranking_hidden": (32, 16),
         "aggregation": "concat", "ranking_scenes": ()}
 
-# Reference sizes of the issue (and of experiments/common.JOINT_MODELS); the joint models
-# train tables and network together, ESMM on its own loss, the others on MTMS's.
+# Target examples/s of the joint models (the issue's).
+JOINT_TARGETS = {"esmm": 200_000, "mmoe": 120_000, "ple": 120_000, "shared_bottom": 120_000}
+
+
+def joint_model(name: str) -> BenchModel:
+  """A field-standard model at the reference sizes of the experiments
+  (experiments/common.JOINT_MODELS), trained as they train it: tables and network in one
+  joint phase, ESMM on its own loss, the others on MTMS's."""
+  loss = common.joint_sections(name)["phases"].joint.loss
+  return BenchModel({"name": name, **common.JOINT_MODELS[name]}, "joint", loss,
+                    JOINT_TARGETS[name])
+
+
 BENCH_MODELS = {
-    "esmm": BenchModel({"name": "esmm", "tower_hidden": (16, 8)}, "joint", "ctr+ctcvr",
-                       200_000),
-    "mmoe": BenchModel({"name": "mmoe", "num_experts": 8, "expert_hidden": (16,),
-                        "tower_hidden": (8,)}, "joint", "ctr+cvr+ctcvr", 120_000),
-    "ple": BenchModel({"name": "ple", "num_levels": 1, "task_experts": 2, "shared_experts": 1,
-                       "expert_hidden": (16,), "tower_hidden": (8,)}, "joint", "ctr+cvr+ctcvr",
-                      120_000),
-    "shared_bottom": BenchModel({"name": "shared_bottom", "bottom_hidden": (117,),
-                                 "tower_hidden": (8,)}, "joint", "ctr+cvr+ctcvr", 120_000),
+    **{name: joint_model(name) for name in common.JOINT_MODELS},
     "mtms_embedding": BenchModel(MTMS, "embedding", "ctr+cvr+ctcvr", 130_000),
     "mtms_ranking": BenchModel(MTMS, "ranking", "ctr+cvr+ctcvr", 150_000),
 }
@@ -260,23 +265,24 @@ def median_of_repeats(runs: list[dict]) -> dict:
 
 
 def format_table(results: list[dict]) -> str:
-  lines = ["| model | phase | steps ex/s (range) | e2e ex/s (range) | e2e/steps, median "
-           "| compile s | peak RSS GiB | target | max load |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  header = ["model", "phase", "steps ex/s (range)", "e2e ex/s (range)", "e2e/steps, median",
+            "compile s", "peak RSS GiB", "target", "max load"]
+  return markdown.table(header, [table_row(r) for r in results])
+
+
+def table_row(r: dict) -> list[str]:
+  """One model's cells; a skipped or failed model: its name and why."""
+  if "steps_examples_per_s" not in r:
+    return [r["model"], r.get("skipped") or r.get("failed")]
   k = lambda v: f"{v / 1e3:.1f}k"  # noqa: E731
-  for r in results:
-    if "steps_examples_per_s" not in r:
-      lines.append(f"| {r['model']} | {r.get('skipped') or r.get('failed')} |||||||")
-      continue
-    steps, e2e, target = r["steps_examples_per_s"], r["e2e_examples_per_s"], r[
-        "target_examples_per_s"]
-    (s_lo, s_hi), (e_lo, e_hi) = r["steps_examples_range"], r["e2e_examples_range"]
-    met = "met" if steps >= target else "missed"
-    lines.append(f"| {r['model']} | {r['phase']} | {k(steps)} ({k(s_lo)}-{k(s_hi)}) | "
-                 f"{k(e2e)} ({k(e_lo)}-{k(e_hi)}) | {r['e2e_over_steps']:.2f} | "
-                 f"{r['compile_s']:.1f} | "
-                 f"{r['peak_rss_gib']:.2f} | {target / 1e3:.0f}k {met} | {r['load_avg']:.2f} |")
-  return "\n".join(lines)
+  steps, e2e, target = (r["steps_examples_per_s"], r["e2e_examples_per_s"],
+                        r["target_examples_per_s"])
+  (s_lo, s_hi), (e_lo, e_hi) = r["steps_examples_range"], r["e2e_examples_range"]
+  return [r["model"], r["phase"], f"{k(steps)} ({k(s_lo)}-{k(s_hi)})",
+          f"{k(e2e)} ({k(e_lo)}-{k(e_hi)})", f"{r['e2e_over_steps']:.2f}",
+          f"{r['compile_s']:.1f}", f"{r['peak_rss_gib']:.2f}",
+          f"{target / 1e3:.0f}k {'met' if steps >= target else 'missed'}",
+          f"{r['load_avg']:.2f}"]
 
 
 def main(argv=None):
@@ -285,12 +291,8 @@ def main(argv=None):
   if args.worker:
     print(json.dumps(run_model(args.worker, args)))
     return
-  names = [n for n in args.models.split(",") if n]
-  unknown = sorted(set(names) - set(BENCH_MODELS))
-  if unknown:
-    raise SystemExit(f"--models: unknown {unknown}; known {list(BENCH_MODELS)}")
   results = []
-  for name in names:
+  for name in worker.chosen(args.models, BENCH_MODELS):
     runs = []
     for repeat in range(args.repeats):
       print(f"{name} {repeat + 1}/{args.repeats} ...", file=sys.stderr, flush=True)

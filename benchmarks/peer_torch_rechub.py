@@ -43,6 +43,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import worker
 from mtms_jax.data import zipf
+from mtms_jax.report import markdown
 
 MODELS = ("esmm", "mmoe", "ple", "shared_bottom")
 BATCH, DIM, THREADS, STAGED, SEED = 2048, 16, 2, 16, 0
@@ -153,18 +154,20 @@ def parse_args(argv=None):
 
 
 def format_table(results):
-  lines = ["| model | steps ex/s | e2e ex/s | e2e/steps | peak RSS GiB | steps loss, first -> "
-           "last window | e2e loss | load |", "|---|---|---|---|---|---|---|---|"]
-  for r in results:
-    if "failed" in r:
-      lines.append(f"| {r['model']} | {r['failed']} |||||||")
-      continue
-    steps, e2e = r["steps_examples_per_s"], r["e2e_examples_per_s"]
-    ls, le = r["steps_window_losses"], r["e2e_window_losses"]
-    lines.append(f"| {r['model']} | {steps / 1e3:.1f}k | {e2e / 1e3:.1f}k | {e2e / steps:.2f} "
-                 f"| {r['peak_rss_gib']:.2f} | {ls[0]:.4f} -> {ls[-1]:.4f} "
-                 f"| {le[0]:.4f} -> {le[-1]:.4f} | {r['load_avg'][0]:.2f} |")
-  return "\n".join(lines)
+  header = ["model", "steps ex/s", "e2e ex/s", "e2e/steps", "peak RSS GiB",
+            "steps loss, first -> last window", "e2e loss", "load"]
+  return markdown.table(header, [table_row(r) for r in results])
+
+
+def table_row(r):
+  """One model's cells; a failed model: its name and why."""
+  if "failed" in r:
+    return [r["model"], r["failed"]]
+  steps, e2e = r["steps_examples_per_s"], r["e2e_examples_per_s"]
+  ls, le = r["steps_window_losses"], r["e2e_window_losses"]
+  return [r["model"], f"{steps / 1e3:.1f}k", f"{e2e / 1e3:.1f}k", f"{e2e / steps:.2f}",
+          f"{r['peak_rss_gib']:.2f}", f"{ls[0]:.4f} -> {ls[-1]:.4f}",
+          f"{le[0]:.4f} -> {le[-1]:.4f}", f"{r['load_avg'][0]:.2f}"]
 
 
 def main(argv=None):
@@ -173,12 +176,8 @@ def main(argv=None):
   if args.worker:
     print(json.dumps(run_model(args.worker, args)))
     return
-  names = [n for n in args.models.split(",") if n]
-  unknown = sorted(set(names) - set(MODELS))
-  if unknown:
-    raise SystemExit(f"--models: unknown {unknown}; known {list(MODELS)}")
   results = []
-  for name in names:
+  for name in worker.chosen(args.models, MODELS):
     print(f"{name} ...", file=sys.stderr, flush=True)
     results.append(worker.run_worker(
         name, [sys.executable, os.path.abspath(__file__), *argv, "--worker", name]))

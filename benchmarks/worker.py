@@ -15,6 +15,15 @@ import subprocess
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def chosen(models: str, known) -> list[str]:
+  """The model names of a comma-separated --models; SystemExit naming the unknown ones."""
+  names = [n for n in models.split(",") if n]
+  unknown = sorted(set(names) - set(known))
+  if unknown:
+    raise SystemExit(f"--models: unknown {unknown}; known {list(known)}")
+  return names
+
+
 def run_worker(name: str, command: list[str], env: dict | None = None) -> dict:
   """Runs `command` (a worker for model `name`) in a fresh process; returns its last stdout
   line as JSON, or {'model', 'failed'} when it exits with an error."""

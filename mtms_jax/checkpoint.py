@@ -39,6 +39,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from mtms_jax import pytree
 from mtms_jax.errors import UserError
 from mtms_jax.schema import FeatureSchema
 
@@ -222,10 +223,7 @@ def check_same(kind: str, source: str, saved: dict, current: dict, hint: str):
 def check_tree(abstract, saved_tree, source: str, partial: bool = False):
   """Raises ValueError if `saved_tree` (orbax metadata) lacks a leaf of `abstract`, has
   another shape or dtype for it, or (unless `partial`) has leaves `abstract` lacks."""
-  saved = {_path_name(path): leaf
-           for path, leaf in jax.tree_util.tree_leaves_with_path(saved_tree)}
-  wanted = {_path_name(path): leaf
-            for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
+  saved, wanted = pytree.flat_names(saved_tree), pytree.flat_names(abstract)
   problems = [f"{key} missing" for key in wanted if key not in saved]
   problems += [f"{key} is {saved[key].dtype}{list(saved[key].shape)} there, the model expects "
                f"{leaf.dtype}{list(leaf.shape)}" for key, leaf in wanted.items()
@@ -235,13 +233,6 @@ def check_tree(abstract, saved_tree, source: str, partial: bool = False):
     problems += [f"{key} is not in the model" for key in saved if key not in wanted]
   if problems:
     raise ValueError(f"{source} does not fit this model: " + "; ".join(problems[:8]))
-
-
-def _path_name(path) -> str:
-  """'opt/embedding/inner_states/train/...': orbax's metadata turns NamedTuple attributes
-  into dict keys, so paths are compared by their names alone."""
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-                  for k in path)
 
 
 # ----------------------------------------------------------------------------------------

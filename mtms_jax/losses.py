@@ -16,14 +16,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-TASKS = ("ctr", "cvr", "ctcvr")
+from mtms_jax import tasks
 
 
 def parse_loss(spec: str) -> tuple[str, ...]:
   terms = tuple(t.strip() for t in spec.split("+"))
-  unknown = [t for t in terms if t not in TASKS]
+  unknown = [t for t in terms if t not in tasks.ALL]
   if unknown or len(set(terms)) != len(terms):
-    raise ValueError(f"loss {spec!r}: expected distinct '+'-joined terms from {TASKS}")
+    raise ValueError(f"loss {spec!r}: expected distinct '+'-joined terms from {tasks.ALL}")
   return terms
 
 

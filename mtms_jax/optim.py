@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from mtms_jax import embedding, pytree
 from mtms_jax.embedding import sparse
 
 OPTIMIZERS = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd,
@@ -31,19 +32,10 @@ OPTIMIZERS = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd,
 DECAYS = ("constant", "linear", "cosine")
 
 
-def path_names(path) -> list[str]:
-  return [str(getattr(k, "key", k)) for k in path]
-
-
-def in_tables(path, leaf=None) -> bool:
-  """Whether a params leaf is (part of) an embedding table."""
-  del leaf
-  return "tables" in path_names(path)
-
-
 def decays_weight(path, leaf) -> bool:
   """Weight decay applies to network kernels: not to biases or embedding tables."""
-  return leaf.ndim >= 2 and not in_tables(path) and "bias" not in path_names(path)[-1]
+  return (leaf.ndim >= 2 and not embedding.in_tables(path)
+          and "bias" not in pytree.key_names(path)[-1])
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -157,7 +149,7 @@ def make_phase_optimizer(config: ml_collections.ConfigDict, params,
   tx = make_phase_tx(config, dense, trainable)
   if dense_tables and config.get("embedding_weight_decay"):
     # The dense reference decays every row of the tables, touched or not.
-    tables_only = lambda p: jax.tree_util.tree_map_with_path(in_tables, p)  # noqa: E731
+    tables_only = lambda p: jax.tree_util.tree_map_with_path(embedding.in_tables, p)  # noqa: E731
     tx = optax.chain(tx, optax.add_decayed_weights(
         -config.learning_rate * config.embedding_weight_decay, tables_only))
   constant = (config.get("decay", "constant") == "constant"

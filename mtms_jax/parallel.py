@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from mtms_jax import embedding
 from mtms_jax.errors import UserError
 
 AXIS = "data"
@@ -142,8 +143,7 @@ def state_shardings(plan: Plan, abstract_state):
   """Where each leaf of the train state lives: replicated, or, with table_sharding='rows',
   split on the row axis for the tables and every optimizer array over their rows."""
   def place(path, leaf):
-    in_tables = any(getattr(k, "key", None) == "tables" for k in path)
-    if plan.table_sharding == "rows" and in_tables and leaf.ndim >= 1:
+    if plan.table_sharding == "rows" and embedding.in_tables(path) and leaf.ndim >= 1:
       return plan.split
     return plan.replicated
   return jax.tree_util.tree_map_with_path(place, abstract_state)

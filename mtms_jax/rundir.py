@@ -1,25 +1,134 @@
-"""A run folder's files: written atomically, metrics.jsonl and TensorBoard events."""
+"""A run's folder: the names of its files, atomic writes, the one "finished" rule, and the
+metric writers.
+
+Every file a run writes goes through this module, into `path(workdir, name)`: the workdir
+itself for process 0 of a multi-process run, `process<i>/` in it for the others
+(`parallel.log_dir`), so that processes never write one file. Each file is written whole
+and atomically (`replacing`: a temporary file renamed over the old one), so a kill leaves
+the old file or the new one, never half of one. Two grow instead: metrics.jsonl, a line a
+write (a line cut by a kill is dropped on resume, `rewind_log`), and TensorBoard's event
+files. Checkpoints are orbax's, in checkpoints/ (checkpoint.py).
+
+What a run reads back of its own writing it reads from `path` too; a folder the user names
+(a base run to add scenes to, a run to export) is read at its top, process 0's copy.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
 from tensorboardX import SummaryWriter
+
+from mtms_jax import parallel
+from mtms_jax.errors import UserError
+
+# A training run (train/trainer.py), in the order it writes them.
+CONFIG = "config.json"                  # the config (every kind writes its own first)
+SCHEMA = "feature_schema.json"          # the data's feature schema
+METRICS = "metrics.jsonl"               # a line a logged step: train, val, early stopping, eval
+TENSORBOARD = "tensorboard"             # the same scalars, as TensorBoard events
+PREDICTIONS = "test_predictions.npz"    # test-day predictions, for a comparison's tests
+RUN_INFO = "run.json"                   # wall-clock seconds, where it resumed or warm-started
+RESULTS = "results.json"                # the flat results, written last (`finished_results`)
+# A day-by-day run (runs/daily.py), beside its days' runs in day<T>/.
+METRICS_OVER_DAYS = "metrics_over_days.png"
+# A comparison (runs/compare.py, report/tables.py), beside its runs in <row>/seed<k>/.
+TABLE_MD, TABLE_CSV, TABLE_PNG = "table.md", "table.csv", "table.png"
+COMPILATION_CACHE = "jax_cache"         # the programs its runs share, compiled once
+# The quality benchmark (runs/quality.py), beside its comparison and epochs/<row>/<epochs>/.
+QUALITY_MD, QUALITY_JSON = "quality.md", "quality.json"
+# An auction replay (runs/replay.py), beside its comparison.
+REPLAY_MD, REPLAY_JSON = "replay.md", "replay.json"
+# A sweep (runs/sweep.py), beside its points' runs in <point>/.
+SWEEP_CSV, SWEEP_MD, SWEEP_PNG = "sweep.csv", "sweep.md", "sweep.png"
+
+
+def path(workdir: str, name: str) -> str:
+  """Where this process writes (and reads back) the file `name` of the run in `workdir`."""
+  return os.path.join(parallel.log_dir(workdir), name)
+
+
+@contextlib.contextmanager
+def replacing(target: str, mode: str = "w"):
+  """A file object ('w': text, 'wb': bytes) whose contents replace `target` in one step
+  when the block ends without an error; on an error `target` stays as it was."""
+  os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+  temporary = target + ".tmp"
+  try:
+    # newline="": text as given ('\n'; the csv module's own '\r\n').
+    with open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as f:
+      yield f
+    os.replace(temporary, target)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+
+
+def write_atomically(target: str, text: str):
+  with replacing(target) as f:
+    f.write(text)
+
+
+def save_npz(target: str, **arrays: np.ndarray):
+  with replacing(target, "wb") as f:
+    np.savez(f, **arrays)
+
+
+def write_text(workdir: str, name: str, text: str):
+  write_atomically(path(workdir, name), text)
+
+
+def write_json(workdir: str, name: str, content, sort_keys: bool = True):
+  write_text(workdir, name, json.dumps(content, indent=2, sort_keys=sort_keys))
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict):
+  write_text(workdir, CONFIG, config.to_json_best_effort(indent=2))
+
+
+def read_json(workdir: str, name: str):
+  with open(path(workdir, name)) as f:
+    return json.load(f)
+
+
+def finished_results(workdir: str, config: ml_collections.ConfigDict,
+                     needs: Sequence[str] = ()) -> dict | None:
+  """The results of the run of `config` in `workdir` if it has finished, else None.
+
+  The one rule of the kinds that reuse runs (a comparison's runs, a sweep's points, the
+  days of a day-by-day run): a run has finished when its results.json is there, which
+  every run writes last, after training, with the other files the caller reads (`needs`,
+  e.g. a comparison's test predictions). A folder that holds a run of another config (its
+  config.json) is an error: reusing or resuming it would mix two experiments.
+  """
+  if os.path.exists(path(workdir, CONFIG)) and (
+      read_json(workdir, CONFIG) != json.loads(config.to_json_best_effort())):
+    raise UserError(f"{workdir} holds a run of a different config; remove it or use another "
+                    "--workdir")
+  if not all(os.path.exists(path(workdir, name)) for name in (RESULTS, *needs)):
+    return None
+  return read_json(workdir, RESULTS)
 
 
 class RunWriter:
-  """metrics.jsonl and TensorBoard events in the workdir.
+  """metrics.jsonl and TensorBoard events of the run in `workdir`.
 
   A resumed run first drops the lines written after the step it resumes from, so that
   metrics.jsonl reads as one uninterrupted run (TensorBoard keeps both copies).
   """
 
   def __init__(self, workdir: str, resume_step: int):
-    path = os.path.join(workdir, "metrics.jsonl")
-    rewind_log(path, resume_step)
-    self.jsonl = open(path, "a")
-    self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    metrics = path(workdir, METRICS)
+    rewind_log(metrics, resume_step)
+    os.makedirs(os.path.dirname(metrics), exist_ok=True)
+    self.jsonl = open(metrics, "a")
+    self.tb = SummaryWriter(path(workdir, TENSORBOARD))
 
   def write(self, step: int, scalars: dict, **info):
     self.jsonl.write(json.dumps({"step": step, **info, **scalars}) + "\n")
@@ -36,12 +145,12 @@ class RunWriter:
     self.tb.close()
 
 
-def rewind_log(path: str, step: int):
-  """Keeps the lines of `path` up to `step`, minus final evaluations and lines cut by a kill."""
-  if not os.path.exists(path):
+def rewind_log(log: str, step: int):
+  """Keeps the lines of `log` up to `step`, minus final evaluations and lines cut by a kill."""
+  if not os.path.exists(log):
     return
   kept = []
-  with open(path) as f:
+  with open(log) as f:
     for line in f:
       try:
         record = json.loads(line)
@@ -49,11 +158,4 @@ def rewind_log(path: str, step: int):
         continue
       if record["step"] <= step and record.get("phase") != "eval":
         kept.append(line if line.endswith("\n") else line + "\n")
-  write_atomically(path, "".join(kept))
-
-
-def write_atomically(path: str, text: str):
-  """A kill leaves the old file or the new one, never half of one."""
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
+  write_atomically(log, "".join(kept))

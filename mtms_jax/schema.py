@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from mtms_jax import tasks as tasks_lib
+
 COLUMNS = ("ids", "dense", "scene", "click", "conversion", "day")
 # The predicted tasks a data set's labels support: clicks and conversions, or clicks only.
 # ctcvr = ctr x cvr is derived, so it comes with cvr.
-TASK_SETS = (("ctr", "cvr"), ("ctr",))
+TASK_SETS = (tasks_lib.PREDICTED, tasks_lib.CTR_ONLY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,12 +88,12 @@ class FeatureSchema:
   @property
   def columns(self) -> tuple[str, ...]:
     """The columns of a data set of this schema."""
-    return tuple(c for c in COLUMNS if c != "conversion" or "cvr" in self.tasks)
+    return tuple(c for c in COLUMNS if c != "conversion" or tasks_lib.CVR in self.tasks)
 
   @property
   def metric_tasks(self) -> tuple[str, ...]:
     """The tasks metrics and losses can have: the predicted ones, and ctcvr with cvr."""
-    return self.tasks + (("ctcvr",) if "cvr" in self.tasks else ())
+    return tasks_lib.with_derived(self.tasks)
 
   @property
   def num_sparse(self) -> int:
@@ -110,9 +112,9 @@ class FeatureSchema:
                dense=tuple(DenseField(**f) for f in d.get("dense", ())),
                scenes=tuple(d["scenes"]), tasks=tuple(d.get("tasks", TASK_SETS[0])))
 
-  def save(self, path) -> None:
-    with open(path, "w") as f:
-      json.dump(self.to_dict(), f, indent=2)
+  def to_json(self) -> str:
+    """The schema as feature_schema.json holds it (`load` reads it back)."""
+    return json.dumps(self.to_dict(), indent=2)
 
   @classmethod
   def load(cls, path) -> FeatureSchema:

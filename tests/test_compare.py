@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from experiments import quality as quality_experiment, table1, table2
+from mtms_jax import rundir
 from mtms_jax.runs import compare
 from mtms_jax.train import trainer
 from mtms_jax.runs import quality
@@ -63,7 +64,7 @@ def test_summary_matches_the_runs_on_disk(table1_run):
     assert summary[f"{name}/{key}_mean"] == pytest.approx(np.mean([r[key] for r in per_seed]))
     assert summary[f"{name}/{key}_std"] == pytest.approx(
         np.std([r[key] for r in per_seed], ddof=1))
-    runs = [np.load(workdir / name / f"seed{k}" / compare.PREDICTIONS) for k in range(2)]
+    runs = [np.load(workdir / name / f"seed{k}" / rundir.PREDICTIONS) for k in range(2)]
     clicked = runs[0]["click"] > 0.5                           # one scene: every test row
     labels = runs[0]["conversion"][clicked]
     preds[name] = np.mean([r["cvr"][clicked] for r in runs], axis=0)
@@ -100,7 +101,7 @@ def test_table2_runs_every_model_and_predicts_probabilities(tmp_path):
   assert "Table II" in (tmp_path / "table.md").read_text()
   for name in config.compare.order:
     for k in range(config.compare.seeds):
-      saved = np.load(tmp_path / name / f"seed{k}" / compare.PREDICTIONS)
+      saved = np.load(tmp_path / name / f"seed{k}" / rundir.PREDICTIONS)
       num_scenes = 1 if config.compare.rows[name].scenes else 2
       assert set(np.unique(saved["scene"])) <= set(range(num_scenes))
       for task in ("ctr", "cvr"):

@@ -17,7 +17,7 @@ def _columns(n=4):
 
 def test_json_round_trip(tmp_path):
   schema = _schema()
-  schema.save(tmp_path / "s.json")
+  (tmp_path / "s.json").write_text(schema.to_json())
   assert FeatureSchema.load(tmp_path / "s.json") == schema
 
 

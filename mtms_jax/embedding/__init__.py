@@ -29,9 +29,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtms_jax import pytree
 from mtms_jax.schema import FeatureSchema
 
 Tables = dict[str, jax.Array]
+
+
+def in_tables(path, leaf=None) -> bool:
+  """Whether the leaf at `path` of the params or train state is (part of) an embedding
+  table, params['embedding']['tables'], or of the tables' optimizer state, opt[phase]['tables']
+  (`leaf` unused: a `tree_map_with_path` callback)."""
+  del leaf
+  return "tables" in pytree.key_names(path)
 
 
 @dataclasses.dataclass(frozen=True)

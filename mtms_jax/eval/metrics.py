@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import stats
 
+from mtms_jax import tasks as tasks_lib
+
 EPS = 1e-7
 
 
@@ -77,7 +79,7 @@ def format_table(results: Mapping[str, float], split: str, scenes: tuple[str, ..
                                                          if has_oracle else [])
   rows = []
   # The tasks of the report: CTR-only data has no cvr or ctcvr rows.
-  tasks = [t for t in ("ctr", "cvr", "ctcvr") if f"{split}/all/{t}/count" in results]
+  tasks = [t for t in tasks_lib.ALL if f"{split}/all/{t}/count" in results]
   for scene in tuple(scenes) + ("all",):
     for task in tasks:
       prefix = f"{split}/{scene}/{task}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 import ml_collections
-from mtms_jax import losses, models
+from mtms_jax import losses, models, rundir, tasks
 import numpy as np
 from mtms_jax.eval import metrics
 from mtms_jax.data import Dataset, pipeline
@@ -13,7 +13,7 @@ from mtms_jax.data import Dataset, pipeline
 def trained_tasks(loss_spec: str) -> set[str]:
   """The predicted tasks ('ctr', 'cvr') a loss trains; ctcvr = ctr x cvr trains both."""
   terms = losses.parse_loss(loss_spec)
-  return {t for t in ("ctr", "cvr") if t in terms or "ctcvr" in terms}
+  return {t for t in tasks.PREDICTED if t in terms or tasks.CTCVR in terms}
 
 
 def prediction_phases(config: ml_collections.ConfigDict, model) -> dict[str, str]:
@@ -61,5 +61,5 @@ def evaluate(predict_fn, params, data: Dataset, batch_size: int, split: str) -> 
 def save_predictions(predict_fn, params, data: Dataset, batch_size: int, path: str):
   """Test-day predictions with the labels and scene of every row, as an .npz file."""
   probs = predict(predict_fn, params, data, batch_size)
-  np.savez(path, **probs, **{k: data.columns[k] for k in ("scene", "click", "conversion")
-                             if k in data.columns})
+  rundir.save_npz(path, **probs, **{k: data.columns[k] for k in ("scene", "click", "conversion")
+                                    if k in data.columns})

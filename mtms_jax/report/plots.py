@@ -9,14 +9,15 @@ import matplotlib
 matplotlib.use("Agg")   # files only: runs on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-TASKS = ("ctr", "cvr", "ctcvr")
+from mtms_jax import rundir, tasks  # noqa: E402
 
 
 def metric_over_days(results: Mapping[str, float], days: Sequence[int], scenes: Sequence[str],
                      path: str, metric: str = "auc"):
   """One panel per task: `metric` on each test day, a line per scene (dashed: the oracle)."""
-  fig, axes = plt.subplots(1, len(TASKS), figsize=(4.5 * len(TASKS), 3.6), squeeze=False)
-  for ax, task in zip(axes[0], TASKS):
+  fig, axes = plt.subplots(1, len(tasks.ALL), figsize=(4.5 * len(tasks.ALL), 3.6),
+                           squeeze=False)
+  for ax, task in zip(axes[0], tasks.ALL):
     for scene in scenes:
       values = [results.get(f"day{d}/test/{scene}/{task}/{metric}", float("nan")) for d in days]
       line, = ax.plot(days, values, marker="o", label=scene)
@@ -29,7 +30,8 @@ def metric_over_days(results: Mapping[str, float], days: Sequence[int], scenes: 
     ax.grid(alpha=0.3)
   axes[0][0].legend(title="scene (dashed: oracle)", fontsize="small")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with rundir.replacing(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)
 
 
@@ -50,5 +52,6 @@ def sweep_bars(names: Sequence[str], values: Sequence[float], metric: str, path:
   ax.set_xlabel(metric)
   ax.grid(axis="x", alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with rundir.replacing(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a training machine
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
+from mtms_jax import rundir  # noqa: E402
+from mtms_jax.report import markdown  # noqa: E402
+
 NAMES = {"auc": "AUC", "mae": "MAE", "logloss": "logloss", "calibration": "calibration"}
 
 
 def write(c, summary: dict, workdir: str) -> str:
   """Writes table.md, table.csv and table.png to `workdir`; returns the markdown."""
-  text = markdown(c, summary)
-  with open(os.path.join(workdir, "table.md"), "w") as f:
-    f.write(text + "\n")
-  write_csv(c, summary, os.path.join(workdir, "table.csv"))
-  plot(c, summary, os.path.join(workdir, "table.png"))
+  text = table_md(c, summary)
+  rundir.write_text(workdir, rundir.TABLE_MD, text + "\n")
+  write_csv(c, summary, rundir.path(workdir, rundir.TABLE_CSV))
+  plot(c, summary, rundir.path(workdir, rundir.TABLE_PNG))
   return text
 
 
@@ -61,7 +62,7 @@ def _p(p: float) -> str:
   return "nan" if math.isnan(p) else f"{p:.2g}" if p >= 1e-3 else f"{p:.0e}"
 
 
-def markdown(c, summary: dict) -> str:
+def table_md(c, summary: dict) -> str:
   """Table I layout ('rows': a model per row) or Table II layout ('columns')."""
   names = list(c.order)
   title = f"**{c.title}** ({c.scene}; mean ± std over {c.seeds} seeds)"
@@ -80,8 +81,7 @@ def markdown(c, summary: dict) -> str:
         ([value_cell(c, summary, n, t, m)] if n == c.baseline else
          [value_cell(c, summary, n, t, m), change_cell(c, summary, n, t, m)])]
             for t, m in measures(c)]
-  lines = [title, "", "| " + " | ".join(header) + " |",
-           "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in body]
+  lines = [title, "", markdown.table(header, body)]
   lines += ["", "change: relative change of the mean against the baseline; p: paired test "
             "(AUC: DeLong; MAE: t-test on per-row errors) of the seed-averaged predictions on "
             "the same test rows, with the range of the per-seed p's in brackets; seeds p: "
@@ -101,7 +101,7 @@ def write_csv(c, summary: dict, path: str) -> None:
   """Long format: one line per (row, task, metric) with every number behind the table."""
   fields = ["row", "label", "scene", "task", "metric", "mean", "std", "seeds", "delta",
             "p", "p_seed_min", "p_seed_max", "p_seeds", "ensemble"]
-  with open(path, "w", newline="") as f:
+  with rundir.replacing(path) as f:
     writer = csv.writer(f)
     writer.writerow(fields)
     for name in c.order:
@@ -136,5 +136,6 @@ def plot(c, summary: dict, path: str) -> None:
     ax.set_title(f"{task.upper()} {NAMES[metric]} ({c.scene})")
   fig.suptitle(c.title)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with rundir.replacing(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)

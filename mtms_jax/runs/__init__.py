@@ -1,10 +1,10 @@
-"""Run kinds: what a config asks for, by the section it has, and the function that runs it.
+"""Run kinds: every kind of run, how it is chosen, and the function that runs it.
 
-`run(config, workdir)` is what `python -m mtms_jax.main` calls. Kinds are tried in order,
-the first whose section the config has wins (a quality or replay config is a comparison
-config with one more section). The first three run many training runs, each through
-`run_one`, which knows the kinds of one run only (the runs of a comparison keep its
-sections in their configs):
+Chosen by the config's sections (`run(config, workdir)`, what `python -m mtms_jax.main`
+calls): the kinds are tried in order, the first whose section the config has wins (a
+quality or replay config is a comparison config with one more section). Comparisons and
+sweeps run many training runs, each through `run_one`, which knows the kinds of one run only
+(the runs of a comparison keep its sections in their configs):
 
   quality    every model at defaults against the oracle      runs/quality.py
   replay     auction replay of comparison runs               runs/replay.py
@@ -12,8 +12,11 @@ sections in their configs):
   daily      the paper's day-by-day protocol                 runs/daily.py
   add_scene  scenes added to a trained run                   runs/add_scene.py
   single     one training run (none of the above)            train/trainer.py
-A sweep (runs/sweep.py, `make sweep`) runs the points of an experiment's `get_hyper`, each
-through `run_one`.
+
+Chosen by its command (`make sweep`, `python -m mtms_jax.runs.sweep`, which calls
+`run_sweep`), since its points come from the experiment file's `get_hyper`, not its config:
+
+  sweep      the points of get_hyper, each a run of its kind  runs/sweep.py
 
 Entries are import paths, resolved when a run starts (big_vision's registries), so the
 run kinds can import this module without a cycle.
@@ -22,25 +25,34 @@ run kinds can import this module without a cycle.
 from __future__ import annotations
 
 import importlib
+from typing import NamedTuple
 
 import ml_collections
 
+
+class Kind(NamedTuple):
+  name: str          # also the config section that chooses it, for those chosen so
+  module: str
+  function: str      # module.function(config, workdir, ...) runs it
+
+
 MANY_RUNS = (
-    ("quality", "mtms_jax.runs.quality", "run"),
-    ("replay", "mtms_jax.runs.replay", "run"),
-    ("compare", "mtms_jax.runs.compare", "run"),
+    Kind("quality", "mtms_jax.runs.quality", "run"),
+    Kind("replay", "mtms_jax.runs.replay", "run"),
+    Kind("compare", "mtms_jax.runs.compare", "run"),
 )
 ONE_RUN = (
-    ("daily", "mtms_jax.runs.daily", "train_day_by_day"),
-    ("add_scene", "mtms_jax.runs.add_scene", "train_with_added_scenes"),
+    Kind("daily", "mtms_jax.runs.daily", "train_day_by_day"),
+    Kind("add_scene", "mtms_jax.runs.add_scene", "train_with_added_scenes"),
 )
-SINGLE = ("single", "mtms_jax.train.trainer", "train_and_evaluate")
+SINGLE = Kind("single", "mtms_jax.train.trainer", "train_and_evaluate")
+SWEEP = Kind("sweep", "mtms_jax.runs.sweep", "run_sweep")
 
 
-def kind(config: ml_collections.ConfigDict, kinds=MANY_RUNS + ONE_RUN) -> tuple[str, str, str]:
-  """(name, module, function) of the first of `kinds` whose section `config` has."""
+def kind(config: ml_collections.ConfigDict, kinds=MANY_RUNS + ONE_RUN) -> Kind:
+  """The first of `kinds` whose section `config` has, else SINGLE."""
   for entry in kinds:
-    if config.get(entry[0]):
+    if config.get(entry.name):
       return entry
   return SINGLE
 
@@ -55,6 +67,12 @@ def run_one(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]
   return _call(kind(config, ONE_RUN), config, workdir)
 
 
-def _call(entry: tuple[str, str, str], config: ml_collections.ConfigDict, workdir: str):
-  _, module, function = entry
-  return getattr(importlib.import_module(module), function)(config, workdir)
+def run_sweep(config: ml_collections.ConfigDict, points: list[dict], workdir: str,
+              source: str) -> list[dict]:
+  """The sweep of `points` ({config key: value} each) of the experiment file `source`, a
+  run of `config` each in `workdir/<point>/`; returns the sweep table's rows."""
+  return _call(SWEEP, config, points, workdir, source)
+
+
+def _call(entry: Kind, *args):
+  return getattr(importlib.import_module(entry.module), entry.function)(*args)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+
 import ml_collections
-from mtms_jax.errors import UserError
+
 from mtms_jax import rundir
+from mtms_jax.errors import UserError
 from mtms_jax.train import trainer
 
 
@@ -30,24 +32,22 @@ def train_with_added_scenes(config: ml_collections.ConfigDict, workdir: str
   first in `<workdir>/base`, on the scenes config.add_scene.base_scenes (indices). Then
   `added_scenes_config` runs in `<workdir>/added`. results.json: the added run's results,
   and the base run's under 'base/' when it was trained here."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  rundir.write_config(workdir, config)
   results, base = {}, config.add_scene.base
   if not base:
     base = os.path.join(workdir, "base")
     base_config = ml_collections.ConfigDict(config.to_dict())
     del base_config["add_scene"]
     base_config.data.scenes = tuple(config.add_scene.base_scenes)
-    results.update({f"base/{k}": v for k, v in trainer.train_and_evaluate(base_config, base).items()})
-  schema_path = os.path.join(base, "feature_schema.json")
+    base_results = trainer.train_and_evaluate(base_config, base)
+    results.update({f"base/{k}": v for k, v in base_results.items()})
+  schema_path = os.path.join(base, rundir.SCHEMA)   # the base run's own (process 0's)
   if not os.path.exists(schema_path):
     raise UserError(f"config.add_scene.base={base!r}: not a trained run's folder (no "
-                    "feature_schema.json)")
+                    f"{rundir.SCHEMA})")
   with open(schema_path) as f:
     base_scenes = json.load(f)["scenes"]
   results.update(trainer.train_and_evaluate(added_scenes_config(config, base, base_scenes),
                                     os.path.join(workdir, "added")))
-  rundir.write_atomically(os.path.join(workdir, "results.json"),
-                   json.dumps(results, indent=2, sort_keys=True))
+  rundir.write_json(workdir, rundir.RESULTS, results)
   return results

@@ -19,10 +19,11 @@ A comparison config is an experiment config whose model, schedule and phases are
   compare.layout        'rows' (one model per row, paper Table I) or 'columns' (Table II)
   compare.title
 
-`run(config, workdir)` trains each (row, seed) with `trainer.train_and_evaluate` in
-`workdir/<row>/seed<k>/`, or reuses that folder when it holds results from the same config
-(so a rerun trains only what is missing; a folder left by a different config is an error),
-then writes table.md, table.csv, table.png and results.json to `workdir`.
+`run(config, workdir)` trains each (row, seed) as a run of its kind (`runs.run_one`) in
+`workdir/<row>/seed<k>/`, or reuses that folder when its run of the same config has finished
+(`rundir.finished_results`: a rerun trains only what is missing; a folder left by a
+different config is an error), then writes table.md, table.csv, table.png and results.json
+to `workdir`.
 
 results.json keys, for every row and every metric of the runs' results:
   '<row>/test/<scene>/<task>/<metric>_mean', '..._std' (sample std over seeds);
@@ -47,7 +48,6 @@ retraining would keep the order).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 
@@ -60,11 +60,9 @@ from scipy import stats
 from mtms_jax.eval import metrics
 from mtms_jax.eval import significance
 from mtms_jax.report import tables
-from mtms_jax import runs
+from mtms_jax import rundir, runs, tasks
 
-PREDICTIONS = "test_predictions.npz"
 LAYOUTS = ("rows", "columns")
-TASKS = ("ctr", "cvr", "ctcvr")
 TESTS = {"auc": significance.delong, "mae": significance.paired_mae}
 
 
@@ -81,8 +79,8 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.compare.seeds={c.seeds}: expected >= 1")
   if c.layout not in LAYOUTS:
     raise ValueError(f"config.compare.layout={c.layout!r}: expected one of {LAYOUTS}")
-  if not c.tasks or set(c.tasks) - set(TASKS):
-    raise ValueError(f"config.compare.tasks={tuple(c.tasks)}: expected some of {TASKS}")
+  if not c.tasks or set(c.tasks) - set(tasks.ALL):
+    raise ValueError(f"config.compare.tasks={tuple(c.tasks)}: expected some of {tasks.ALL}")
   unknown = set(c.metrics) - {"auc", "mae", "logloss", "calibration"}
   if not c.metrics or unknown:
     raise ValueError(f"config.compare.metrics={tuple(c.metrics)}: unknown {sorted(unknown)}")
@@ -105,35 +103,25 @@ def run_config(config: ml_collections.ConfigDict, name: str, k: int
 
 
 def train_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Results of `config` in `workdir`: read back when complete, else trained."""
-  saved = os.path.join(workdir, "config.json")
-  if os.path.exists(saved):
-    with open(saved) as f:
-      if json.load(f) != json.loads(config.to_json_best_effort()):
-        raise ValueError(f"{workdir} holds a run of a different config; remove it or use "
-                         "another --workdir")
-  results_path = os.path.join(workdir, "results.json")
-  if os.path.exists(results_path) and os.path.exists(os.path.join(workdir, PREDICTIONS)):
-    with open(results_path) as f:
-      results = json.load(f)
-  else:
+  """Results of `config` in `workdir`: read back when finished with its test predictions,
+  else trained (or resumed)."""
+  results = rundir.finished_results(workdir, config, needs=(rundir.PREDICTIONS,))
+  if results is None:
     results = runs.run_one(config, workdir)
   # Wall-clock time lives in run.json, apart from the results, which are reproducible.
-  with open(os.path.join(workdir, "run.json")) as f:
-    return {**results, "train_seconds": json.load(f)["train_seconds"]}
+  return {**results, "train_seconds": rundir.read_json(workdir, rundir.RUN_INFO)["train_seconds"]}
 
 
 def scene_predictions(workdir: str, scene: str) -> dict[str, np.ndarray]:
   """A run's saved test predictions ('ctr', 'cvr') and labels ('click', 'conversion') on the
   rows of `scene` ('all': every row), in the test day's order."""
-  with open(os.path.join(workdir, "feature_schema.json")) as f:
-    scenes = json.load(f)["scenes"]
+  scenes = rundir.read_json(workdir, rundir.SCHEMA)["scenes"]
   if scene not in scenes + ["all"]:
     raise ValueError(f"config.compare.scene={scene!r}: {workdir} was trained on {scenes}")
-  saved = np.load(os.path.join(workdir, PREDICTIONS))
+  saved = np.load(rundir.path(workdir, rundir.PREDICTIONS))
   rows = (np.ones_like(saved["scene"], bool) if scene == "all"
           else saved["scene"] == scenes.index(scene))
-  return {k: saved[k][rows] for k in ("ctr", "cvr", "click", "conversion") if k in saved}
+  return {k: saved[k][rows] for k in (*tasks.PREDICTED, "click", "conversion") if k in saved}
 
 
 def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -141,7 +129,7 @@ def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.nda
   saved predictions (only 'ctr' for CTR-only data)."""
   saved = scene_predictions(workdir, scene)
   columns = {k: saved[k] for k in ("click", "conversion") if k in saved}
-  probs = {k: saved[k] for k in ("ctr", "cvr") if k in saved}
+  probs = {k: saved[k] for k in tasks.PREDICTED if k in saved}
   return {task: (labels, preds) for task, labels, preds in metrics.task_slices(columns, probs)}
 
 
@@ -172,12 +160,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains or reuses every (row, seed), then writes the table files; returns results."""
   check(config)
   c = config.compare
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  rundir.write_config(workdir, config)
   start = time.time()
   results, slices = {}, {}
-  with compilation_cache_in(os.path.join(workdir, "jax_cache")):
+  with compilation_cache_in(rundir.path(workdir, rundir.COMPILATION_CACHE)):
     for name in c.order:
       results[name], slices[name] = [], []
       for k in range(c.seeds):
@@ -187,9 +173,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         slices[name].append(scene_slices(run_dir, c.scene))
   summary = summarize(c, results, slices)
   summary["wall_seconds"] = time.time() - start
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
-  print("\n" + tables.write(c, summary, workdir))
+  text = tables.write(c, summary, workdir)
+  rundir.write_json(workdir, rundir.RESULTS, summary)
+  print("\n" + text)
   return summary
 
 

@@ -5,12 +5,12 @@ Day T trains on days [T - window, T - 1] starting from day T-1's run, and tests 
 
 from __future__ import annotations
 
-import json
 import os
+
 import ml_collections
-from mtms_jax import parallel
-from mtms_jax.report import plots
+
 from mtms_jax import rundir
+from mtms_jax.report import plots
 from mtms_jax.train import trainer
 
 
@@ -41,30 +41,26 @@ def day_configs(config: ml_collections.ConfigDict, workdir: str
 
 
 def train_day_by_day(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Runs `day_configs`, each in `<workdir>/day<T>/` (finished days are read back, not rerun).
+  """Runs `day_configs`, each in `<workdir>/day<T>/` (finished days, by
+  `rundir.finished_results`, are read back, not rerun).
 
   results.json holds every day's results under 'day<T>/' ('day5/test/scene0/cvr/auc') and the
   last day's again without the prefix; metrics_over_days.png plots test AUC per day.
   """
-  logdir = parallel.log_dir(workdir)      # as in trainer.train_and_evaluate
-  os.makedirs(logdir, exist_ok=True)
-  with open(os.path.join(logdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  rundir.write_config(workdir, config)
   results, days = {}, []
   for day, day_workdir, day_config in day_configs(config, workdir):
-    finished = os.path.join(parallel.log_dir(day_workdir), "results.json")
-    if os.path.exists(finished):
-      with open(finished) as f:
-        day_results = json.load(f)
-      print(f"Day {day}: finished earlier, results read from {finished}.")
-    else:
+    day_results = rundir.finished_results(day_workdir, day_config)
+    if day_results is None:
       day_results = trainer.train_and_evaluate(day_config, day_workdir)
+    else:
+      print(f"Day {day}: finished earlier, results read from "
+            f"{rundir.path(day_workdir, rundir.RESULTS)}.")
     results.update({f"day{day}/{k}": v for k, v in day_results.items()})
     days.append(day)
   results.update(day_results)
-  rundir.write_atomically(os.path.join(logdir, "results.json"),
-                   json.dumps(results, indent=2, sort_keys=True))
   scenes = sorted({k.split("/")[1] for k in day_results if k.startswith("test/")} - {"all"})
   plots.metric_over_days(results, days, scenes + ["all"],
-                         os.path.join(logdir, "metrics_over_days.png"))
+                         rundir.path(workdir, rundir.METRICS_OVER_DAYS))
+  rundir.write_json(workdir, rundir.RESULTS, results)
   return results

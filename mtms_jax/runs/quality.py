@@ -23,7 +23,6 @@ rows at all, since rare ids are seen too few times for anyone to learn their eff
 
 from __future__ import annotations
 
-import json
 import os
 
 import ml_collections
@@ -32,12 +31,13 @@ import scipy.optimize
 import scipy.sparse
 from scipy import special
 
+from mtms_jax import rundir
+from mtms_jax.report import markdown
 from mtms_jax.runs import compare
 from mtms_jax.eval import metrics
 from mtms_jax.data import registry
 from mtms_jax.eval import validation
-
-TASKS = ("ctr", "cvr", "ctcvr")
+from mtms_jax import tasks
 
 
 def curve_config(config: ml_collections.ConfigDict, name: str, epochs: int
@@ -61,19 +61,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       print(f"\n=== {name}, {epochs} epochs, early stopping off: {run_dir}")
       results = compare.train_or_reuse(curve_config(config, name, epochs), run_dir)
       curve.update({f"{name}/epochs{epochs}/{t}/auc": results[f"test/all/{t}/auc"]
-                    for t in TASKS})
+                    for t in tasks.ALL})
   out = {**summary, **curve, **reference(config)}
-  default = {name: json.load(open(os.path.join(workdir, name, "seed0", "results.json")))
+  default = {name: rundir.read_json(os.path.join(workdir, name, "seed0"), rundir.RESULTS)
              for name in c.order}
   for name in c.order:
     out[f"{name}/below_best_epoch"] = max(
         max(out[f"{name}/epochs{e}/{t}/auc"] for e in config.quality.curve_epochs)
-        - default[name][f"test/all/{t}/auc"] for t in TASKS)
-  with open(os.path.join(workdir, "quality.json"), "w") as f:
-    json.dump(out, f, indent=2, sort_keys=True)
-  text = markdown(config, out)
-  with open(os.path.join(workdir, "quality.md"), "w") as f:
-    f.write(text + "\n")
+        - default[name][f"test/all/{t}/auc"] for t in tasks.ALL)
+  rundir.write_json(workdir, rundir.QUALITY_JSON, out)
+  text = quality_md(config, out)
+  rundir.write_text(workdir, rundir.QUALITY_MD, text + "\n")
   print("\n" + text)
   return out
 
@@ -89,7 +87,7 @@ def reference(config: ml_collections.ConfigDict) -> dict[str, float]:
   p_cvr = _logistic_regression(clicked, (2, 3), conversion[click], days.test)
   report = metrics.report("logreg", days.test.columns, {"ctr": p_click, "cvr": p_cvr},
                           data.schema.scenes)
-  return {f"logreg/{t}/auc": report[f"logreg/all/{t}/auc"] for t in TASKS}
+  return {f"logreg/{t}/auc": report[f"logreg/all/{t}/auc"] for t in tasks.ALL}
 
 
 def _one_hot(data, fields) -> scipy.sparse.csr_matrix:
@@ -117,35 +115,35 @@ def _logistic_regression(train_rows, fields, labels, test_rows, l2: float = 1.0)
   return special.expit(_one_hot(test_rows, fields) @ theta[1:] + theta[0])
 
 
-def markdown(config: ml_collections.ConfigDict, out: dict) -> str:
+def quality_md(config: ml_collections.ConfigDict, out: dict) -> str:
   c, epochs = config.compare, tuple(config.quality.curve_epochs)
   base = f"{c.baseline}/oracle/all"
-  oracle = {t: out[f"{base}/{t}/auc_mean"] for t in TASKS}
-  header = (["model"] + [f"{t.upper()} AUC" for t in TASKS] + ["share of oracle lift"]
+  oracle = {t: out[f"{base}/{t}/auc_mean"] for t in tasks.ALL}
+  header = (["model"] + [f"{t.upper()} AUC" for t in tasks.ALL] + ["share of oracle lift"]
             + ["CTR calibration"] + [f"{e} ep. (CTR/CVR/CTCVR)" for e in epochs]
             + ["below best epoch", "train s"])
   rows = []
   for name in c.order:
     key = f"{name}/test/all"
-    aucs = [out[f"{key}/{t}/auc_mean"] for t in TASKS]
+    aucs = [out[f"{key}/{t}/auc_mean"] for t in tasks.ALL]
     rows.append(
         [c.rows[name].label]
-        + [f"{out[f'{key}/{t}/auc_mean']:.4f} ± {out[f'{key}/{t}/auc_std']:.4f}" for t in TASKS]
-        + ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in zip(aucs, TASKS))]
+        + [f"{out[f'{key}/{t}/auc_mean']:.4f} ± {out[f'{key}/{t}/auc_std']:.4f}"
+           for t in tasks.ALL]
+        + ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in zip(aucs, tasks.ALL))]
         + [f"{out[f'{key}/ctr/calibration_mean']:.3f}"]
-        + ["/".join(f"{out[f'{name}/epochs{e}/{t}/auc']:.3f}" for t in TASKS) for e in epochs]
+        + ["/".join(f"{out[f'{name}/epochs{e}/{t}/auc']:.3f}" for t in tasks.ALL) for e in epochs]
         + [f"{out[f'{name}/below_best_epoch']:+.4f}",
            f"{out[f'{name}/train_seconds_mean']:.0f}"])
   blank = [""] * (len(epochs) + 2)
-  rows.append(["oracle (true probabilities)"] + [f"{oracle[t]:.4f}" for t in TASKS]
+  rows.append(["oracle (true probabilities)"] + [f"{oracle[t]:.4f}" for t in tasks.ALL]
               + ["100%", ""] + blank)
-  logreg = [out[f"logreg/{t}/auc"] for t in TASKS]
+  logreg = [out[f"logreg/{t}/auc"] for t in tasks.ALL]
   rows.append(["known-fields logistic regression"] + [f"{a:.4f}" for a in logreg]
               + ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in
-                          zip(logreg, TASKS)), ""] + blank)
+                          zip(logreg, tasks.ALL)), ""] + blank)
   lines = [f"**Quality at defaults** (test rows, all scenes; mean ± std over {c.seeds} seeds)",
-           "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(r) + " |" for r in rows]
+           "", markdown.table(header, rows)]
   lines += ["", "Epoch columns: test AUC of seed 0 trained that many epochs a phase with early "
             "stopping off. below best epoch: the largest, over tasks, of the best epoch's AUC "
             "minus the default run's (seed 0); at most 0.01 means no overfitting collapse."]

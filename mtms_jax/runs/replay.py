@@ -28,13 +28,14 @@ Writes replay.md and replay.json to the workdir, beside the comparison's files.
 
 from __future__ import annotations
 
-import json
 import os
 
 import ml_collections
 import numpy as np
 from scipy import stats
 
+from mtms_jax import rundir
+from mtms_jax.report import markdown
 from mtms_jax.runs import compare
 from mtms_jax.errors import UserError
 from mtms_jax.data import registry
@@ -143,11 +144,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       predictions[name] = saved
     per_seed.append(replay_seed(config, config.seed + k, columns, truth, predictions))
   summary = summarize(per_seed, c.baseline)
-  with open(os.path.join(workdir, "replay.json"), "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
-  table = format_table(summary, list(c.order) + ["oracle", "random"], c, config.replay)
-  with open(os.path.join(workdir, "replay.md"), "w") as f:
-    f.write(table + "\n")
+  rundir.write_json(workdir, rundir.REPLAY_JSON, summary)
+  table = replay_md(summary, list(c.order) + ["oracle", "random"], c, config.replay)
+  rundir.write_text(workdir, rundir.REPLAY_MD, table + "\n")
   print("\n" + table)
   return summary
 
@@ -170,14 +169,11 @@ def summarize(per_seed: list[dict], baseline: str) -> dict[str, float]:
   return out
 
 
-def format_table(summary: dict, names: list[str], c, r) -> str:
+def replay_md(summary: dict, names: list[str], c, r) -> str:
   """Markdown: measures as rows, models as columns (the paper's Table II layout)."""
   scale = {"cvr": (100, "%"), "ctcvr": (1000, "‰"), "t_charge": (1, "")}
   header = ["Measure"] + [c.rows[n].label if n in c.rows else n for n in names]
-  lines = [f"**Auction replay, {c.scene}: {c.seeds} seeds, {r.candidates} candidates a "
-           f"request, {r.draws} draws** (mean ± 95% CI over seeds; change against "
-           f"{c.baseline}, paired 95% CI)", "",
-           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  rows = []
   for m in MEASURES:
     factor, unit = scale[m]
     cells = [m if m != "t_charge" else "t_charge (per 1000 impressions)"]
@@ -188,5 +184,7 @@ def format_table(summary: dict, names: list[str], c, r) -> str:
         cell += (f" ({100 * summary[f'{n}/{m}_delta']:+.2f}% ± "
                  f"{100 * summary[f'{n}/{m}_delta_ci95']:.2f})")
       cells.append(cell)
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    rows.append(cells)
+  return (f"**Auction replay, {c.scene}: {c.seeds} seeds, {r.candidates} candidates a request, "
+          f"{r.draws} draws** (mean ± 95% CI over seeds; change against {c.baseline}, paired "
+          f"95% CI)\n\n" + markdown.table(header, rows))

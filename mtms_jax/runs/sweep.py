@@ -2,7 +2,8 @@ r"""Hyperparameter sweeps: an optional `get_hyper(h)` next to an experiment's `g
 
   make sweep NAME=sweep_demo              # run every point, then write the sweep table
   make sweep NAME=sweep_demo ARG=smoke    # the same on the seconds-long shrink
-  python -m mtms_jax.runs.sweep --config experiments/sweep_demo.py --workdir checkpoints/sweep_demo/sweep
+  python -m mtms_jax.runs.sweep --config experiments/sweep_demo.py \
+      --workdir checkpoints/sweep_demo/sweep
 
 `get_hyper(h)` receives this module and returns a list of points, each a dict
 {config key: value}, built with `h.sweep`, `h.fixed`, `h.product` and `h.zipit`:
@@ -14,9 +15,11 @@ r"""Hyperparameter sweeps: an optional `get_hyper(h)` next to an experiment's `g
 
 Every key must already be in the config (a typo is an error naming the key). Each point
 trains in `<workdir>/<point>/`, named by its values, e.g. 'aggregation=mean,seed=1,
-kwargs.seed=1'. Rerunning the sweep skips points that have results.json and resumes the
-others from their checkpoints. The table, sorted by `config.sweep.metric`, is written to
-sweep.csv, sweep.md and sweep.png in `<workdir>`.
+kwargs.seed=1', as a run of its kind (`runs.run_one`). Rerunning the sweep skips the
+finished points (`rundir.finished_results`; a point's folder left by another config is an
+error) and resumes the others from their checkpoints. The table, sorted by
+`config.sweep.metric`, is written to sweep.csv, sweep.md and sweep.png in `<workdir>`. The
+sweep is a run kind of `mtms_jax.runs`, chosen by its command rather than a config section.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import copy
 import csv
 import importlib.util
 import itertools
-import json
 import math
 import os
 import re
@@ -40,15 +42,15 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import config_checks, errors
+from mtms_jax import config_checks, errors, rundir, tasks
 from mtms_jax.eval import metrics
-from mtms_jax.report import plots
+from mtms_jax.report import markdown, plots
 from mtms_jax.data import logs
 from mtms_jax.train import loop
 from mtms_jax import runs
 
 Point = dict[str, Any]
-AUCS = ("test/all/ctr/auc", "test/all/cvr/auc", "test/all/ctcvr/auc")   # shown in sweep.md
+AUCS = tuple(f"test/all/{t}/auc" for t in tasks.ALL)   # shown in sweep.md
 
 
 # ----------------------------------------------------------------------------------------
@@ -91,7 +93,7 @@ def hyper_points(module) -> list[Point]:
   """The points of an experiment module's `get_hyper`, declared with this module's functions."""
   if not hasattr(module, "get_hyper"):
     raise ValueError(f"{module.__file__} has no get_hyper(h); add one to sweep it "
-                     "(see mtms_jax/sweep.py)")
+                     "(see mtms_jax/runs/sweep.py)")
   return module.get_hyper(sys.modules[__name__])
 
 
@@ -174,8 +176,10 @@ def run_sweep(config: ml_collections.ConfigDict, points: Sequence[Point], workdi
               source: str) -> list[dict]:
   """Trains every point not finished yet, then writes and returns the sweep table's rows.
 
-  A point that fails (e.g. a loss turning NaN) is reported in the table and the sweep goes
-  on; SIGTERM or SIGINT stops the whole sweep after its point saved a checkpoint.
+  Finished points (`rundir.finished_results`) are read back; a point's folder that holds a
+  run of another config is an error before any point trains. A point that fails (e.g. a
+  loss turning NaN) is reported in the table and the sweep goes on; SIGTERM or SIGINT stops
+  the whole sweep after its point saved a checkpoint.
   """
   if not points:
     raise ValueError(f"{source}: get_hyper returned no points")
@@ -183,28 +187,33 @@ def run_sweep(config: ml_collections.ConfigDict, points: Sequence[Point], workdi
   check_metric(config.sweep.metric)
   folders = point_names(points)
   columns = short_names(list(dict.fromkeys(k for p in points for k in p)))
+  configs = [apply(config, point, source) for point in points]
+  finished = [rundir.finished_results(os.path.join(workdir, folder), point_config)
+              for folder, point_config in zip(folders, configs)]
   rows = []
   for i, (folder, point) in enumerate(zip(folders, points)):
-    point_dir = os.path.join(workdir, folder)
+    print(f"[{i + 1}/{len(points)}] {folder}"
+          + (": finished earlier, skipped" if finished[i] is not None else ""))
     row = {"point": folder, **{columns[k]: format_value(v) for k, v in point.items()}}
-    results_path = os.path.join(point_dir, "results.json")
-    if os.path.exists(results_path):
-      print(f"[{i + 1}/{len(points)}] {folder}: finished earlier, skipped")
-      with open(results_path) as f:
-        rows.append(finished_row(row, json.load(f), point_dir))
-      continue
-    print(f"[{i + 1}/{len(points)}] {folder}")
-    try:
-      results = runs.run_one(apply(config, point, source), point_dir)
-      rows.append(finished_row(row, results, point_dir))
-    except loop.Interrupted:
-      raise
-    except Exception as e:
-      traceback.print_exc()
-      rows.append({**row, "status": f"failed: {type(e).__name__}: {e}"})
+    rows.append(point_row(row, finished[i], configs[i], os.path.join(workdir, folder)))
   write_table(rows, list(dict.fromkeys(columns.values())), config.sweep.metric,
               config.sweep.mode, workdir)
   return rows
+
+
+def point_row(row: dict, results: dict | None, config: ml_collections.ConfigDict,
+              point_dir: str) -> dict:
+  """`row` of a point finished with `results`, or trained now (None); a failure, its error
+  as the row's status."""
+  try:
+    if results is None:
+      results = runs.run_one(config, point_dir)
+    return finished_row(row, results, point_dir)
+  except loop.Interrupted:
+    raise
+  except Exception as e:
+    traceback.print_exc()
+    return {**row, "status": f"failed: {type(e).__name__}: {e}"}
 
 
 def check_metric(name: str):
@@ -213,16 +222,15 @@ def check_metric(name: str):
   parts = name.split("/")
   metric_names = metrics.task_metrics(np.array([0.0, 1.0]), np.array([0.5, 0.5]))
   if name != "train_steps" and not (len(parts) == 4 and parts[0] in ("test", "oracle")
-                                    and parts[2] in plots.TASKS and parts[3] in metric_names):
+                                    and parts[2] in tasks.ALL and parts[3] in metric_names):
     raise ValueError(f"config.sweep.metric={name!r}: expected 'test/<scene or all>/<task>/"
-                     f"<metric>' with task in {plots.TASKS} and metric in "
+                     f"<metric>' with task in {tasks.ALL} and metric in "
                      f"{sorted(metric_names)}, e.g. 'test/all/ctcvr/auc'")
 
 
 def finished_row(row: dict, results: dict, point_dir: str) -> dict:
   """`row` plus the test metrics, steps and training seconds (run.json) of a finished point."""
-  with open(os.path.join(point_dir, "run.json")) as f:
-    seconds = json.load(f)["train_seconds"]
+  seconds = rundir.read_json(point_dir, rundir.RUN_INFO)["train_seconds"]
   return {**row, **{k: v for k, v in results.items() if k.startswith("test/")},
           "train_steps": results["train_steps"], "train_seconds": round(seconds, 1),
           "status": "ok"}
@@ -252,27 +260,23 @@ def write_table(rows: list[dict], key_columns: list[str], metric: str, mode: str
   shown = ["point", *key_columns, *dict.fromkeys([metric, *AUCS]), *tail]
   every = ["point", *key_columns, *sorted({k for r in finished for k in r
                                            if k.startswith("test/")}), *tail]
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "sweep.csv"), "w", newline="") as f:
+  with rundir.replacing(rundir.path(workdir, rundir.SWEEP_CSV)) as f:
     writer = csv.DictWriter(f, fieldnames=every, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-  with open(os.path.join(workdir, "sweep.md"), "w") as f:
-    f.write(markdown(rows, shown, metric, mode))
+  rundir.write_text(workdir, rundir.SWEEP_MD, sweep_md(rows, shown, metric, mode))
   ranked = [r for r in rows if math.isfinite(r.get(metric, float("nan")))]
   if ranked:
     plots.sweep_bars([r["point"] for r in ranked], [r[metric] for r in ranked], metric,
-                     os.path.join(workdir, "sweep.png"))
+                     rundir.path(workdir, rundir.SWEEP_PNG))
 
 
-def markdown(rows: list[dict], columns: list[str], metric: str, mode: str) -> str:
+def sweep_md(rows: list[dict], columns: list[str], metric: str, mode: str) -> str:
   def cell(column, value):
     return f"{value:.4f}" if column.startswith("test/") else str(value)
-  lines = [f"Sorted by {metric}, {'highest' if mode == 'max' else 'lowest'} first.", "",
-           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(cell(c, row[c]) if c in row else "" for c in columns) + " |"
-            for row in rows]
-  return "\n".join(lines) + "\n"
+  cells = [[cell(c, row[c]) if c in row else "" for c in columns] for row in rows]
+  return (f"Sorted by {metric}, {'highest' if mode == 'max' else 'lowest'} first.\n\n"
+          + markdown.table(columns, cells) + "\n")
 
 
 # ----------------------------------------------------------------------------------------
@@ -299,17 +303,17 @@ def main(argv):
     # Before any point: the base config's values, and its schema file's logs (prepared once).
     config_checks.check(flags.FLAGS.config)
     logs.configure(flags.FLAGS.config)
+    rows = runs.run_sweep(flags.FLAGS.config, hyper_points(load_module(path)), workdir, path)
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(errors.EXIT_USER_ERROR)
-  try:
-    rows = run_sweep(flags.FLAGS.config, hyper_points(load_module(path)), workdir, path)
   except loop.Interrupted as e:
     command = shlex.join([sys.executable, "-m", "mtms_jax.runs.sweep"] + sys.argv[1:])
     print(f"\n{e}\nResume the sweep with:\n  {command}", file=sys.stderr)
     sys.exit(128 + e.signum)
-  with open(os.path.join(workdir, "sweep.md")) as f:
-    print(f"\nSweep table ({os.path.join(workdir, 'sweep.md')}):\n{f.read()}")
+  table = rundir.path(workdir, rundir.SWEEP_MD)
+  with open(table) as f:
+    print(f"\nSweep table ({table}):\n{f.read()}")
   failed = [r["point"] for r in rows if r["status"] != "ok"]
   if failed:
     sys.exit(f"{len(failed)} point(s) failed: {failed}")

@@ -21,6 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from mtms_jax import errors, serving
+from mtms_jax.report import markdown
 from mtms_jax.serving import export
 
 _EXPORTED = flags.DEFINE_string("exported", None, "Folder written by mtms_jax.export.")
@@ -65,10 +66,10 @@ def measure(scorer: serving.Scorer, batches, calls: int, warmup: int, rounds: in
 
 
 def format_table(rows: list) -> str:
-  lines = ["| candidates a call | p50 | p99 | candidates/s at p50 |", "|---|---|---|---|"]
-  lines += [f"| {r['batch']} | {r['p50_ms']:.3f} ms | {r['p99_ms']:.3f} ms | "
-            f"{r['candidates_per_s']:,.0f} |" for r in rows]
-  return "\n".join(lines)
+  return markdown.table(
+      ["candidates a call", "p50", "p99", "candidates/s at p50"],
+      [[str(r["batch"]), f"{r['p50_ms']:.3f} ms", f"{r['p99_ms']:.3f} ms",
+        f"{r['candidates_per_s']:,.0f}"] for r in rows])
 
 
 def main(argv):

@@ -3,8 +3,8 @@ r"""Export a trained run for serving: `python -m mtms_jax.export --workdir W --o
 DIR is self-contained; `mtms_jax.serving.load(DIR)` scores with it, without this package's
 training code (jax and numpy only):
 
-  model.stablehlo   the scoring function (params, batch) -> {task: probability} (the schema's tasks),
-                    serialized with jax.export (StableHLO, a symbolic batch dimension)
+  model.stablehlo   the scoring function (params, batch) -> {task: probability} (the schema's
+                    tasks), serialized with jax.export (StableHLO, a symbolic batch dimension)
   params/<i>.npy    every parameter array, the embedding tables included: inputs of the
                     graph, not constants baked into it, so tables can be replaced or
                     memory-mapped without re-exporting
@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from mtms_jax import checkpoint, errors, models
+from mtms_jax import checkpoint, errors, models, pytree, rundir
 from mtms_jax.models import kernels
 from mtms_jax.schema import FeatureSchema
 from mtms_jax.eval import prediction
@@ -42,11 +42,11 @@ BATCH_COLUMNS = ("ids", "dense", "scene")
 
 def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, FeatureSchema]:
   """The config and feature schema of a run's workdir; UserError if it is not a run's."""
-  paths = [os.path.join(workdir, f) for f in ("config.json", "feature_schema.json")]
+  paths = [os.path.join(workdir, f) for f in (rundir.CONFIG, rundir.SCHEMA)]
   missing = [p for p in paths if not os.path.exists(p)]
   if missing or not os.path.isdir(os.path.join(workdir, checkpoint.CHECKPOINTS)):
     raise errors.UserError(f"--workdir={workdir!r} is not a trained run's folder (it needs "
-                           f"config.json, feature_schema.json and {checkpoint.CHECKPOINTS}/)")
+                           f"{rundir.CONFIG}, {rundir.SCHEMA} and {checkpoint.CHECKPOINTS}/)")
   with open(paths[0]) as f:
     config = ml_collections.ConfigDict(json.load(f))
   return config, FeatureSchema.load(paths[1])
@@ -61,12 +61,6 @@ def restore_params(workdir: str, model, schema: FeatureSchema) -> tuple[dict, di
     raise errors.UserError(f"--workdir={workdir!r}: {e}") from e
 
 
-def flat_names(params: dict) -> dict[str, jax.Array]:
-  """{'embedding/tables/dim16': array, ...}: the params as one flat dict, in leaf order."""
-  return {jax.tree_util.keystr(path, simple=True, separator="/"): leaf
-          for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
-
-
 def batch_spec(schema: FeatureSchema, batch=None) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes of the columns a score reads; `batch` None: a symbolic batch dimension."""
   if batch is None:
@@ -78,9 +72,9 @@ def batch_spec(schema: FeatureSchema, batch=None) -> dict[str, jax.ShapeDtypeStr
 
 def make_score_fn(config: ml_collections.ConfigDict, model, params: dict):
   """score(flat params, batch) -> {'ctr', 'cvr'}: the run's predictions, params by name
-  (`flat_names`) so that the serving side needs no pytree structure."""
+  (`pytree.flat_names`) so that the serving side needs no pytree structure."""
   predict = prediction.make_predict_fn(model, prediction.prediction_phases(config, model))
-  names, treedef = list(flat_names(params)), jax.tree.structure(params)
+  names, treedef = list(pytree.flat_names(params)), jax.tree.structure(params)
 
   def score(flat: dict[str, jax.Array], batch: dict[str, jax.Array]):
     # By name: jax orders a dict's leaves by sorted key, not by the params' leaf order.
@@ -101,7 +95,7 @@ def export(workdir: str, out: str) -> dict:
 def write_artifact(out: str, config: ml_collections.ConfigDict, model, params: dict,
                    source: dict) -> dict:
   """Writes `model` with `params` to `out` (module docstring); `source` goes to schema.json."""
-  flat = flat_names(params)
+  flat = pytree.flat_names(params)
   with kernels.disabled():
     exported = jax.export.export(make_score_fn(config, model, params))(
         {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()},

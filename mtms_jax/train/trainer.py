@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import grain
 import jax
 import ml_collections
@@ -41,10 +40,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results.json holds only what the run computes; wall-clock seconds and where the run
   resumed or warm-started from go to run.json.
   """
-  # Process 0 of a multi-process run writes the run's files; the others their own copies
-  # in process<i>/ (checkpoints are one, written together).
-  logdir = parallel.log_dir(workdir)
-  os.makedirs(logdir, exist_ok=True)
   data = registry.load_data(config.data)
   days = validation.split(config, data)
   train_days, val_data, test_data = days.train, days.val, days.test
@@ -103,10 +98,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     start = resume.resume_or_start(config, workdir, model, txs, init_rng, checkpoints, make_iterator,
                             identity, parallel.with_shardings(abstract_state, shardings))
     start.state = jax.device_put(start.state, shardings)
-    with open(os.path.join(logdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    data.schema.save(os.path.join(logdir, "feature_schema.json"))
-    with rundir.RunWriter(logdir, start.step) as writer:
+    rundir.write_config(workdir, config)
+    rundir.write_text(workdir, rundir.SCHEMA, data.schema.to_json())
+    with rundir.RunWriter(workdir, start.step) as writer:
       runner = loop.Loop(config, workdir, segments, update_fns, make_iterator, checkpoints, writer,
                   score_val, score_phase, model.phases, identity, start.warm_start,
                   start.seconds_before)
@@ -116,16 +110,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       results.update(score_val(state["params"]))
       if config.get("save_predictions", False):   # for compare.py's paired significance tests
         prediction.save_predictions(predict_fn, state["params"], test_data, config.eval_batch_size,
-                         os.path.join(logdir, "test_predictions.npz"))
+                         rundir.path(workdir, rundir.PREDICTIONS))
       results["train_steps"] = int(state["step"])     # updates done (early stops skip some)
       writer.write(runner.total, results, day=config.test_day, phase="eval")
     best_step = checkpoints.best_step()
 
-  rundir.write_atomically(os.path.join(logdir, "results.json"),
-                   json.dumps(results, indent=2, sort_keys=True))
   run_info = {"train_seconds": runner.train_seconds(), "resumed_from_step": start.step or None,
               "warm_start": start.warm_start, "best_checkpoint_step": best_step}
-  rundir.write_atomically(os.path.join(logdir, "run.json"), json.dumps(run_info, indent=2))
+  rundir.write_json(workdir, rundir.RUN_INFO, run_info, sort_keys=False)
+  rundir.write_json(workdir, rundir.RESULTS, results)    # last: the run has finished
   print(f"\nTest day {config.test_day} ({len(test_data)} rows), model {config.model.name}, "
         f"{results['train_steps']} steps, {run_info['train_seconds']:.1f} s of training:")
   print(metrics.format_table(results, "test", data.schema.scenes))

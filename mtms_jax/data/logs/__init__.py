@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from mtms_jax import tasks as tasks_lib
 from mtms_jax.data.logs import schema_file
 from mtms_jax.data import Dataset
 from mtms_jax.data.logs import prepare
@@ -31,8 +32,8 @@ def configure(config: ml_collections.ConfigDict) -> None:
   config.validation.day = schema_file.validation_day(schema)
   if "compare" in config:
     config.compare.scene = manifest["scenes"][0]
-  if "cvr" not in schema.tasks:
-    follow_tasks(config, ("ctr",))
+  if tasks_lib.CVR not in schema.tasks:
+    follow_tasks(config, tasks_lib.CTR_ONLY)
 
 
 def follow_tasks(config: ml_collections.ConfigDict, tasks: tuple[str, ...],

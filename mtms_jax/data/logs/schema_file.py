@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from mtms_jax import tasks as tasks_lib
 from mtms_jax.errors import UserError
 
 SPLITS = ("train", "valid", "test")
@@ -81,7 +82,7 @@ class LogSchema:
   @property
   def tasks(self) -> tuple[str, ...]:
     """The predicted tasks its labels support (mtms_jax.schema.TASK_SETS)."""
-    return ("ctr", "cvr") if self.conversion else ("ctr",)
+    return tasks_lib.PREDICTED if self.conversion else tasks_lib.CTR_ONLY
 
   def columns(self) -> list[str]:
     """The file columns this schema reads."""
