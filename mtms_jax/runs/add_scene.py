@@ -5,9 +5,30 @@ from __future__ import annotations
 import json
 import os
 import ml_collections
+from mtms_jax import errors, models
 from mtms_jax.errors import UserError
 from mtms_jax import rundir
 from mtms_jax.train import trainer
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError for an `add_scene` section that cannot run: a base that is not a
+  trained run's folder, no base scenes to train one on, or a model whose scenes have no
+  parameters of their own to freeze."""
+  add = config.add_scene
+  if add.base and not os.path.exists(os.path.join(add.base, "feature_schema.json")):
+    raise UserError(f"config.add_scene.base={add.base!r}: not a trained run's folder (no "
+                    "feature_schema.json)")
+  scenes = tuple(add.base_scenes)
+  errors.expect(add.base or (scenes and len(set(scenes)) == len(scenes)
+                             and all(s >= 0 for s in scenes)),
+                "config.add_scene.base_scenes", scenes, "distinct scene indices >= 0 to train "
+                "the base run on (config.add_scene.base is '')")
+  model = models.model_class(config.model.name)
+  if not hasattr(model, "scene_masks"):
+    raise UserError(f"config.model.name={config.model.name!r} has no per-scene parameters to "
+                    "freeze; config.add_scene needs a multi-scene model such as 'mtms'")
+  model.check_scenes_apart(config.model)
 
 
 # Adding scenes (the paper: "new tasks or scenes could be added easily")
@@ -30,6 +51,7 @@ def train_with_added_scenes(config: ml_collections.ConfigDict, workdir: str
   first in `<workdir>/base`, on the scenes config.add_scene.base_scenes (indices). Then
   `added_scenes_config` runs in `<workdir>/added`. results.json: the added run's results,
   and the base run's under 'base/' when it was trained here."""
+  check(config)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
@@ -40,11 +62,7 @@ def train_with_added_scenes(config: ml_collections.ConfigDict, workdir: str
     del base_config["add_scene"]
     base_config.data.scenes = tuple(config.add_scene.base_scenes)
     results.update({f"base/{k}": v for k, v in trainer.train_and_evaluate(base_config, base).items()})
-  schema_path = os.path.join(base, "feature_schema.json")
-  if not os.path.exists(schema_path):
-    raise UserError(f"config.add_scene.base={base!r}: not a trained run's folder (no "
-                    "feature_schema.json)")
-  with open(schema_path) as f:
+  with open(os.path.join(base, "feature_schema.json")) as f:
     base_scenes = json.load(f)["scenes"]
   results.update(trainer.train_and_evaluate(added_scenes_config(config, base, base_scenes),
                                     os.path.join(workdir, "added")))
