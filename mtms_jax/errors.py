@@ -3,8 +3,15 @@
 `UserError` is a ValueError, so callers and tests that expect ValueError keep working;
 `mtms_jax.main` prints it as one line, without a traceback, and exits with status 2. Raise it
 for anything the user can correct, and check such things before any training starts, so
-that no work is lost to them. Bugs stay ordinary exceptions with their tracebacks.
+that no work is lost to them (`mtms_jax.config_checks` checks the config before any data is
+loaded). Bugs stay ordinary exceptions with their tracebacks.
+
+`expect` and `expect_choice` give a config value's message its one shape, `key=value:
+expected ...`, so that a value checked both by the config pass and by the module that uses
+it (when called without `mtms_jax.main`, e.g. from a test) reads the same either way.
 """
+
+from collections.abc import Collection
 
 
 class UserError(ValueError):
@@ -12,3 +19,18 @@ class UserError(ValueError):
 
 
 EXIT_USER_ERROR = 2
+
+
+def expect(ok: bool, key: str, value, expected: str) -> None:
+  """Raises UserError `key=value: expected <expected>` unless `ok`.
+
+  Example:
+    expect(batch_size > 0, "config.batch_size", batch_size, "> 0")
+  """
+  if not ok:
+    raise UserError(f"{key}={value!r}: expected {expected}")
+
+
+def expect_choice(key: str, value, choices: Collection) -> None:
+  """Raises UserError `key=value: expected one of [...]` unless `value` is in `choices`."""
+  expect(value in choices, key, value, f"one of {list(choices)}")

@@ -16,14 +16,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mtms_jax import tasks
+from mtms_jax import errors, tasks
 
 
-def parse_loss(spec: str) -> tuple[str, ...]:
+def parse_loss(spec: str, where: str = "loss") -> tuple[str, ...]:
+  """The tasks of a loss spec; UserError naming `where` (the spec's key) if it is wrong."""
   terms = tuple(t.strip() for t in spec.split("+"))
-  unknown = [t for t in terms if t not in tasks.ALL]
-  if unknown or len(set(terms)) != len(terms):
-    raise ValueError(f"loss {spec!r}: expected distinct '+'-joined terms from {tasks.ALL}")
+  errors.expect(set(terms) <= set(tasks.ALL) and len(set(terms)) == len(terms), where, spec,
+                f"distinct '+'-joined terms from {tasks.ALL}")
   return terms
 
 

@@ -7,9 +7,10 @@ that restart failed jobs restart it; the message says how to resume. A config wi
 `compare` section (experiments/table1.py) runs a multi-model comparison (compare.py), one
 with a `quality` section too (experiments/quality.py) the quality benchmark (quality.py), one
 with a `replay` section too (experiments/replay.py) an auction replay (replay.py).
-A mistake the user can fix (`errors.UserError`: a config value, a data file, a schema file
-and the logs it names, checked before training) is printed as one line and exits with
-status 2; `--verbosity=1` shows its traceback too.
+A mistake the user can fix (`errors.UserError`: a config value, checked by
+`config_checks.check` before any data is loaded; a data file, a schema file and the logs it
+names, checked before training) is printed as one line and exits with status 2;
+`--verbosity=1` shows its traceback too.
 """
 
 import shlex

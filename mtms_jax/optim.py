@@ -22,14 +22,18 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from mtms_jax import embedding, pytree
+from mtms_jax import embedding, errors, pytree
 from mtms_jax.embedding import sparse
+from mtms_jax.errors import UserError
 
 OPTIMIZERS = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd,
               "adamw": optax.adamw}
 
 
 DECAYS = ("constant", "linear", "cosine")
+# Optional optimizer fields that are off at 0 (embedding_learning_rate 0: learning_rate).
+NON_NEGATIVE = ("warmup_steps", "final_factor", "clip_norm", "weight_decay",
+                "embedding_learning_rate", "embedding_weight_decay")
 
 
 def decays_weight(path, leaf) -> bool:
@@ -40,8 +44,6 @@ def decays_weight(path, leaf) -> bool:
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """config: name (one of OPTIMIZERS), learning_rate, optional clip_norm, weight_decay."""
-  if config.name not in OPTIMIZERS:
-    raise ValueError(f"optimizer {config.name!r}; expected one of {sorted(OPTIMIZERS)}")
   tx = OPTIMIZERS[config.name](config.learning_rate)
   if config.get("weight_decay"):
     mask = lambda params: jax.tree_util.tree_map_with_path(decays_weight, params)  # noqa: E731
@@ -57,12 +59,7 @@ def lr_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Sc
   """The learning rate's factor (1 at the peak) at each update of a phase that plans
   `total_steps` updates in the whole run: `warmup_steps` of linear warmup from 0, then
   `decay` ('constant', 'linear' or 'cosine') down to `final_factor` at `total_steps`."""
-  decay = config.get("decay", "constant")
-  if decay not in DECAYS:
-    raise ValueError(f"optimizer.decay={decay!r}; expected one of {DECAYS}")
-  warmup = config.get("warmup_steps", 0)
-  if warmup < 0:
-    raise ValueError(f"optimizer.warmup_steps={warmup}: expected >= 0")
+  decay, warmup = config.get("decay", "constant"), config.get("warmup_steps", 0)
   length, final = max(total_steps - warmup, 1), config.get("final_factor", 0.0)
   after = {"constant": optax.constant_schedule(1.0),
            "linear": optax.linear_schedule(1.0, final, length),
@@ -128,21 +125,35 @@ def with_tables(params, tables):
 def make_embedding_optimizer(config: ml_collections.ConfigDict) -> sparse.RowwiseOptimizer | None:
   """The row-wise optimizer `config.embedding` names, None for 'dense' (or no key)."""
   name = config.get("embedding", "dense")
-  if name not in EMBEDDING_OPTIMIZERS:
-    raise ValueError(f"optimizer.embedding={name!r}; expected one of {EMBEDDING_OPTIMIZERS}")
   if name == "dense":
     return None
-  if config.get("clip_norm"):
-    raise ValueError(f"optimizer.clip_norm needs the dense table gradient; with "
-                     f"optimizer.embedding={name!r} set clip_norm=0 or embedding='dense'")
   return ROWWISE[name](config.get("embedding_learning_rate") or config.learning_rate,
                        weight_decay=config.get("embedding_weight_decay", 0.0))
+
+
+def check_config(config: ml_collections.ConfigDict, where: str = "optimizer",
+                 trains_tables: bool = True) -> None:
+  """Raises UserError naming the first wrong field of a phase's optimizer config (`where`:
+  its key). trains_tables: whether the phase trains the tables; one that freezes them does
+  not care that clip_norm cannot clip their row-wise updates."""
+  errors.expect_choice(f"{where}.name", config.name, sorted(OPTIMIZERS))
+  errors.expect(config.learning_rate > 0, f"{where}.learning_rate", config.learning_rate, "> 0")
+  for field in NON_NEGATIVE:
+    errors.expect(config.get(field, 0) >= 0, f"{where}.{field}", config.get(field, 0), ">= 0")
+  errors.expect_choice(f"{where}.decay", config.get("decay", "constant"), DECAYS)
+  table_optimizer = config.get("embedding", "dense")
+  errors.expect_choice(f"{where}.embedding", table_optimizer, EMBEDDING_OPTIMIZERS)
+  if trains_tables and table_optimizer != "dense" and config.get("clip_norm"):
+    raise UserError(f"{where}.clip_norm needs the dense table gradient; with "
+                    f"{where}.embedding={table_optimizer!r} set clip_norm=0 or "
+                    "embedding='dense'")
 
 
 def make_phase_optimizer(config: ml_collections.ConfigDict, params,
                          trainable: tuple[str, ...], total_steps: int = 0) -> PhaseOptimizer:
   """config: the phase's optimizer config; trainable: top-level params keys it trains;
   total_steps: the phase's planned updates in the run, for its learning rate schedule."""
+  check_config(config, trains_tables="embedding" in trainable)
   rowwise = make_embedding_optimizer(config) if "embedding" in trainable else None
   dense_tables = "embedding" in trainable and rowwise is None
   dense = params if dense_tables else without_tables(params)
@@ -162,10 +173,8 @@ def make_phase_txs(config: ml_collections.ConfigDict, model, params,
                    total_steps: dict[str, int] | None = None) -> dict[str, PhaseOptimizer]:
   """Each phase's optimizers; total_steps: phase -> its planned updates (schedules)."""
   txs = {}
-  for phase in config.schedule.order:
-    if phase not in model.phases:
-      raise ValueError(f"config.schedule.order names phase {phase!r}; model "
-                       f"{config.model.name!r} has phases {tuple(model.phases)}")
+  for i, phase in enumerate(config.schedule.order):
+    errors.expect_choice(f"config.schedule.order[{i}]", phase, tuple(model.phases))
     txs[phase] = make_phase_optimizer(config.phases[phase].optimizer, params,
                                       model.phases[phase], (total_steps or {}).get(phase, 0))
   return txs

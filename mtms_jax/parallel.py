@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from mtms_jax import embedding
+from mtms_jax import embedding, errors
 from mtms_jax.errors import UserError
 
 AXIS = "data"
@@ -54,17 +54,30 @@ def settings(config: ml_collections.ConfigDict) -> dict:
   return {k: given.get(k, v) for k, v in DEFAULTS.items()}
 
 
+def check(config: ml_collections.ConfigDict):
+  """Raises UserError for settings that no devices can take; makes no jax call, so it can
+  run before `initialize`. A set num_processes > 1 also needs the coordinator (host:port of
+  process 0) and this process's id."""
+  s = settings(config)
+  errors.expect_choice("config.parallel.mode", s["mode"], MODES)
+  errors.expect_choice("config.parallel.table_sharding", s["table_sharding"], TABLE_SHARDINGS)
+  if s["table_sharding"] == "rows" and s["mode"] != "mesh":
+    raise UserError("config.parallel.table_sharding='rows' needs parallel.mode='mesh'")
+  errors.expect(s["num_processes"] >= -1, "config.parallel.num_processes", s["num_processes"],
+                "-1 (what jax detects), 0 (one unless a SLURM/MPI job has several) or >= 1")
+  if s["num_processes"] > 1 and (not s["coordinator"] or s["process_id"] < 0):
+    raise UserError(f"config.parallel.num_processes={s['num_processes']} needs "
+                    "parallel.coordinator (host:port of process 0) and parallel.process_id")
+
+
 def initialize(config: ml_collections.ConfigDict):
   """Joins the processes of a multi-process run; call before any other jax call.
 
-  See the module docstring for num_processes; a set num_processes > 1 also needs the
-  coordinator (host:port of process 0) and this process's id.
+  See the module docstring for num_processes, and `check` for what it needs.
   """
+  check(config)
   s = settings(config)
   if s["num_processes"] > 1:
-    if not s["coordinator"] or s["process_id"] < 0:
-      raise UserError(f"config.parallel.num_processes={s['num_processes']} needs "
-                      "parallel.coordinator (host:port of process 0) and parallel.process_id")
     jax.distributed.initialize(s["coordinator"], s["num_processes"], s["process_id"])
   elif s["num_processes"] == -1 or (s["num_processes"] == 0 and _multi_task_job()):
     jax.distributed.initialize()
@@ -98,15 +111,9 @@ class Plan:
 
 def make_plan(config: ml_collections.ConfigDict) -> Plan:
   """The run's Plan; raises UserError for settings the devices or batch cannot take."""
+  check(config)
   s = settings(config)
   mode, table_sharding = s["mode"], s["table_sharding"]
-  if mode not in MODES:
-    raise UserError(f"config.parallel.mode={mode!r}; expected one of {MODES}")
-  if table_sharding not in TABLE_SHARDINGS:
-    raise UserError(f"config.parallel.table_sharding={table_sharding!r}; expected one of "
-                    f"{TABLE_SHARDINGS}")
-  if table_sharding == "rows" and mode != "mesh":
-    raise UserError("config.parallel.table_sharding='rows' needs parallel.mode='mesh'")
   if mode != "mesh" and jax.process_count() > 1:
     raise UserError(f"config.parallel.mode={mode!r} runs in one process; with "
                     f"{jax.process_count()} processes set parallel.mode='mesh'")

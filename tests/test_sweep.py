@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from experiments import common, sweep_demo
+from mtms_jax import config_checks
 from mtms_jax.runs import sweep
 from mtms_jax.train import loop
 
@@ -51,9 +52,11 @@ def test_unknown_or_mistyped_key_is_a_clear_error():
     sweep.check_keys(config, [{"config.seed.x": 1}], "exp.py")
   with pytest.raises(TypeError, match="exp.py: get_hyper sets 'config.seed' to 'one'"):
     sweep.apply(config, {"config.seed": "one"}, "exp.py")
+  config.sweep.metric = "test/all/ctcvr/acu"
   with pytest.raises(ValueError, match=r"config.sweep.metric='test/all/ctcvr/acu'"):
-    sweep.check_metric("test/all/ctcvr/acu")
-  sweep.check_metric("test/scene1/cvr/logloss")
+    config_checks.check_sweep(config.sweep)
+  config.sweep.metric = "test/scene1/cvr/logloss"
+  config_checks.check_sweep(config.sweep)
   changed = sweep.apply(config, {"config.model.aggregation": "mean", "seed": 3}, "exp.py")
   assert (changed.model.aggregation, changed.seed, config.model.aggregation) == (
       "mean", 3, "concat")

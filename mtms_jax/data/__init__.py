@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from mtms_jax.errors import UserError
 from mtms_jax.schema import FeatureSchema
 
 
@@ -61,7 +62,7 @@ class Dataset:
     # Not np.unique of the day column: it sorts a copy, a large one for a big cache.
     missing = sorted(d for d in set(days.tolist()) if not (self.columns["day"] == d).any())
     if missing:
-      raise ValueError(f"{self.name}: no rows for day(s) {missing}; days present: "
+      raise UserError(f"{self.name}: no rows for day(s) {missing}; days present: "
                        f"{np.unique(self.columns['day']).tolist()}")
     return self.select(np.isin(self.columns["day"], days),
                        name=f"{self.name}[days {days.tolist()}]")

@@ -20,6 +20,7 @@ from typing import IO
 
 import numpy as np
 
+from mtms_jax.errors import UserError
 from mtms_jax.schema import SparseField
 
 PathLike = str | os.PathLike
@@ -234,7 +235,7 @@ def conversion_without_click(click: np.ndarray, conversion: np.ndarray, source: 
       for Ali-CCP); 'raise' raises ValueError naming the first one.
   """
   if policy not in ("drop", "raise"):
-    raise ValueError(f"conversion_without_click must be 'drop' or 'raise', got {policy!r}")
+    raise UserError(f"conversion_without_click must be 'drop' or 'raise', got {policy!r}")
   bad = (conversion > 0) & (click == 0)
   if bad.any() and policy == "raise":
     raise ValueError(f"{source}, data row {np.flatnonzero(bad)[0]}: conversion without a "
@@ -281,7 +282,7 @@ def upstream_ids(columns: Mapping[str, np.ndarray],
       size = int(values.max(initial=0)) + 1
     elif isinstance(vocab_sizes, Mapping):
       if name not in vocab_sizes:
-        raise ValueError(f"vocab_sizes has no entry for field {name!r}")
+        raise UserError(f"vocab_sizes has no entry for field {name!r}")
       size = int(vocab_sizes[name])
     else:
       size = int(vocab_sizes)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from mtms_jax.data import Dataset, _tabular, as_columns
+from mtms_jax.errors import UserError
 from mtms_jax.schema import DenseField, FeatureSchema
 
 COUNTRIES = ("NL", "ES", "FR", "US", "RU")
@@ -80,8 +81,8 @@ def _country(path: Path, default: str | None) -> str:
   if found:
     return found[-1].upper()
   if default is None:
-    raise ValueError(f"{path}: cannot tell the country (no AliExpress_<CC> in the path); "
-                     "pass country='US' or the like")
+    raise UserError(f"{path}: cannot tell the country (no AliExpress_<CC> in the path); "
+                    "pass country='US' or the like")
   return default
 
 
@@ -92,7 +93,7 @@ def _scenes(file_countries: Sequence[str], countries: Sequence[str] | None,
     return [c for c in COUNTRIES if c in present] + sorted(present - set(COUNTRIES))
   for path, c in zip(files, file_countries):
     if c not in countries:
-      raise ValueError(f"{path}: country {c!r} is not one of countries={list(countries)}")
+      raise UserError(f"{path}: country {c!r} is not one of countries={list(countries)}")
   return list(countries)
 
 

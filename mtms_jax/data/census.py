@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from mtms_jax.data import Dataset, _tabular, as_columns
+from mtms_jax.errors import UserError
 from mtms_jax.schema import DenseField, FeatureSchema, SparseField
 
 COLUMNS = (
@@ -101,14 +102,15 @@ def load_multitask(path: _tabular.PathLike, *, scene_column: str | None = None,
   Raises:
     FileNotFoundError: `path` does not exist or holds no census-income files.
     ValueError: a line has the wrong number of fields, a numeric column holds something
-      else, an income label is neither '50000+.' nor '- 50000.', or an argument is bad.
+      else, or an income label is neither '50000+.' nor '- 50000.'.
+    UserError: an argument is bad.
   """
   path = _tabular.require(path, "Census-Income (KDD)", _WHERE)
   if click_label not in ("never_married", "income"):
-    raise ValueError(f"click_label must be 'never_married' or 'income', got {click_label!r}")
+    raise UserError(f"click_label must be 'never_married' or 'income', got {click_label!r}")
   if scene_column is not None and scene_column not in SPARSE:
-    raise ValueError(f"scene_column must be one of the sparse columns {list(SPARSE)}, got "
-                     f"{scene_column!r}")
+    raise UserError(f"scene_column must be one of the sparse columns {list(SPARSE)}, got "
+                    f"{scene_column!r}")
   files = [path] if path.is_file() else sorted(path.glob("census-income*"))
   if not files:
     raise FileNotFoundError(f"{path}: no census-income* files in this folder; get them "
@@ -152,7 +154,7 @@ def _random_days(n: int, split: Sequence[float], seed: int) -> np.ndarray:
   """Day k for a random `split[k]` fraction of the n rows."""
   fractions = np.asarray(split, dtype=np.float64)
   if fractions.size == 0 or (fractions <= 0).any() or abs(fractions.sum() - 1) > 1e-6:
-    raise ValueError(f"split must be positive fractions summing to 1, got {list(split)}")
+    raise UserError(f"split must be positive fractions summing to 1, got {list(split)}")
   ends = np.round(np.cumsum(fractions) * n).astype(np.int64)
   ends[-1] = n  # rounding must not lose or add a row
   day = np.empty(n, np.int64)

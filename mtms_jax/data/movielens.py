@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mtms_jax.data import Dataset, _tabular, as_columns
+from mtms_jax.errors import UserError
 from mtms_jax.schema import FeatureSchema, SparseField
 
 SCENES = ("age_lt25", "age_25_34", "age_ge35")
@@ -83,7 +84,7 @@ def load(path: _tabular.PathLike, *, num_days: int = 10) -> Dataset:
   else:
     ratings = _recbole(path)
   if not 1 <= num_days <= len(ratings.rating):
-    raise ValueError(f"num_days must be in [1, {len(ratings.rating)}], got {num_days}")
+    raise UserError(f"num_days must be in [1, {len(ratings.rating)}], got {num_days}")
   return _dataset(ratings, num_days, str(path))
 
 

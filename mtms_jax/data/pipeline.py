@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 import grain
 import numpy as np
 
+from mtms_jax.errors import UserError
+
 Batch = dict[str, np.ndarray]
 
 
@@ -36,8 +38,8 @@ class ShuffledBatches:
     self.columns = dict(columns)
     self.num_rows = len(self.columns["scene"])
     if self.num_rows < batch_size:
-      raise ValueError(f"{name}: {self.num_rows} rows, fewer than one batch of {batch_size}; "
-                       "lower the batch size or add rows")
+      raise UserError(f"{name}: {self.num_rows} rows, fewer than one batch of {batch_size}; "
+                      "lower the batch size or add rows")
     self.batch_size = batch_size
     self.batches_per_epoch = self.num_rows // batch_size
     self.num_batches = num_batches

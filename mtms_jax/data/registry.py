@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from collections.abc import Callable
 from typing import Any
 
 import dataclasses
@@ -17,7 +18,9 @@ import ml_collections
 import numpy as np
 
 import mtms_jax.data
+from mtms_jax import errors
 from mtms_jax.data import Dataset, logs
+from mtms_jax.errors import UserError
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -26,17 +29,21 @@ def load(name: str, **kwargs: Any) -> Dataset:
   """Loads data set `name` with `mtms_jax.data.<name>.load(**kwargs)`.
 
   Raises:
-    ValueError: `mtms_jax.data` has no module by that name.
+    UserError: `mtms_jax.data` has no module by that name.
   """
-  if not _NAME_RE.fullmatch(name) or name == "registry":
-    raise ValueError(f"unknown data set {name!r}; known: {names()}")
-  try:
-    module = importlib.import_module(f"mtms_jax.data.{name}")
-  except ModuleNotFoundError as e:
-    if e.name != f"mtms_jax.data.{name}":
-      raise  # the module exists but one of its own imports failed
-    raise ValueError(f"unknown data set {name!r}; known: {names()}") from None
-  return module.load(**kwargs)
+  return loader(name)(**kwargs)
+
+
+def loader(name: str) -> Callable[..., Dataset]:
+  """The `load` function of data set `name`; UserError if `mtms_jax.data` has no such
+  module (config.data.name)."""
+  if _NAME_RE.fullmatch(name) and name != "registry":
+    try:
+      return importlib.import_module(f"mtms_jax.data.{name}").load
+    except ModuleNotFoundError as e:
+      if e.name != f"mtms_jax.data.{name}":
+        raise  # the module exists but one of its own imports failed
+  raise UserError(f"unknown data set {name!r} (config.data.name); known: {names()}")
 
 
 def names() -> list[str]:
@@ -63,9 +70,9 @@ def keep_scenes(data: Dataset, scenes) -> Dataset:
   for the others, and still reports under the scene's own name (e.g. 'test/scene0/...').
   """
   scenes = list(scenes)
-  if len(set(scenes)) != len(scenes) or not all(0 <= s < data.schema.num_scenes for s in scenes):
-    raise ValueError(f"config.data.scenes={scenes}: expected distinct indices of "
-                     f"{data.schema.scenes}")
+  errors.expect(len(set(scenes)) == len(scenes)
+                and all(0 <= s < data.schema.num_scenes for s in scenes),
+                "config.data.scenes", tuple(scenes), f"distinct indices of {data.schema.scenes}")
   kept = data.select(np.isin(data.columns["scene"], scenes))
   renumber = np.zeros(data.schema.num_scenes, np.int32)
   renumber[scenes] = np.arange(len(scenes))

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import optimize, special
 
 from mtms_jax.data import Dataset, as_columns
+from mtms_jax.errors import UserError
 from mtms_jax.schema import DenseField, FeatureSchema, SparseField
 
 
@@ -49,7 +50,7 @@ def load(num_scenes: int = 2,
   if scene_weights is None:
     scene_weights = _default_scene_weights(num_scenes)
   if len(scene_weights) != num_scenes:
-    raise ValueError(f"scene_weights has {len(scene_weights)} entries for {num_scenes} scenes")
+    raise UserError(f"scene_weights has {len(scene_weights)} entries for {num_scenes} scenes")
   rng = np.random.default_rng(seed)
   world = _make_world(rng, num_scenes, num_users, num_ads, num_user_groups, num_ad_groups,
                       num_contexts, latent_dim, individual_scale, scene_shift)
@@ -138,7 +139,7 @@ def _logits(world, rows, ad_bias, alpha, alpha_cvr):
 def _bias_for_rate(logits, rate, weights=None):
   """The shift b with the (weighted) mean of sigmoid(logits + b) equal to rate."""
   if not 0 < rate < 1:
-    raise ValueError(f"rates must lie in (0, 1), got {rate}")
+    raise UserError(f"rates must lie in (0, 1), got {rate}")
   return optimize.brentq(
       lambda b: np.average(special.expit(logits + b), weights=weights) - rate, -50, 50)
 

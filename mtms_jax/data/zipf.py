@@ -17,6 +17,7 @@ import numpy as np
 from scipy import optimize, special
 
 from mtms_jax.data import Dataset, as_columns
+from mtms_jax.errors import UserError
 from mtms_jax.schema import FeatureSchema, SparseField
 
 
@@ -91,7 +92,7 @@ def load(num_rows: int = 1_000_000, num_scenes: int = 2, num_fields: int = 20,
   scene-specific (`generate`).
   """
   if not 0 <= test_fraction < 1:
-    raise ValueError(f"test_fraction={test_fraction}: expected 0 <= test_fraction < 1")
+    raise UserError(f"test_fraction={test_fraction}: expected 0 <= test_fraction < 1")
   arrays = generate(num_rows, num_scenes, num_fields, vocab, zipf, click_rate,
                                    conversion_rate, seed, label_scale, scene_shift)
   day = (np.arange(num_rows) >= round(num_rows * (1 - test_fraction))).astype(np.int32)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import ml_collections
 import numpy as np
+from mtms_jax import errors
 from mtms_jax.data import Dataset
 from mtms_jax.errors import UserError
 
@@ -28,27 +29,38 @@ class Split:
   test: Dataset
 
 
+def check(config: ml_collections.ConfigDict, own_val: int | None = None) -> None:
+  """Raises UserError for days and validation settings that cannot split: from the config
+  alone, or, with `own_val`, the data's own validation day, which stands in for day -1
+  (and leaves the fraction unused)."""
+  validation, train_days = config.validation, tuple(config.train_days)
+  if config.test_day in train_days:
+    raise UserError(f"config.test_day={config.test_day} is also a training day "
+                    f"(config.train_days={train_days})")
+  day = validation.day if validation.day >= 0 else own_val
+  if day is not None and (day == config.test_day or day in train_days):
+    raise UserError(f"config.validation.day={day} is the test day or a training day "
+                    f"(train_days={train_days}, test_day={config.test_day}); validation "
+                    "needs rows of its own")
+  errors.expect(day is not None or 0 < validation.fraction < 1, "config.validation.fraction",
+                validation.fraction, "a share of each training day's rows in (0, 1), or set "
+                "config.validation.day")
+  errors.expect(validation.max_rows >= 1, "config.validation.max_rows", validation.max_rows,
+                "at least 1")
+
+
 def split(config: ml_collections.ConfigDict, data: Dataset) -> Split:
   """Training days, validation rows and test day of `data` (see the module docstring)."""
   validation = config.validation
   train_days = tuple(config.train_days)
-  if config.test_day in train_days:
-    raise UserError(f"config.test_day={config.test_day} is also a training day "
-                    f"(config.train_days={train_days})")
-  test = data.days(config.test_day)
   own_val = (getattr(data, "splits", None) or {}).get("val")
+  check(config, own_val)
+  test = data.days(config.test_day)
   if validation.day >= 0 or own_val is not None:
     day = validation.day if validation.day >= 0 else own_val
-    if day == config.test_day or day in train_days:
-      raise UserError(f"config.validation.day={day} is the test day or a training day "
-                      f"(train_days={train_days}, test_day={config.test_day}); validation "
-                      "needs rows of its own")
     train = {d: data.days(d) for d in train_days}
     val = data.days(day)
   else:
-    if not 0 < validation.fraction < 1:
-      raise UserError(f"config.validation.fraction={validation.fraction}: expected a share "
-                      "of each training day's rows in (0, 1), or set config.validation.day")
     train, held_out = {}, []
     for d in train_days:
       rows = data.days(d)
@@ -60,9 +72,7 @@ def split(config: ml_collections.ConfigDict, data: Dataset) -> Split:
 
 
 def cap_rows(data: Dataset, max_rows: int) -> Dataset:
-  """At most `max_rows` rows of `data`, evenly spaced (all of them if there are fewer)."""
-  if max_rows < 1:
-    raise UserError(f"config.validation.max_rows={max_rows}: expected at least 1")
+  """At most `max_rows` (>= 1) rows of `data`, evenly spaced (all of them if there are fewer)."""
   if len(data) <= max_rows:
     return data
   rows = np.linspace(0, len(data) - 1, max_rows).round().astype(np.int64)

@@ -1,6 +1,8 @@
 """Models: each module `mtms_jax.models.<name>` exposes `Model(schema, config)`.
 
 A model is a plain object (not a flax Module) with:
+  check_config(config, where)   a classmethod: raises UserError naming the first wrong key
+              of its config (`where`: the config's own key), before any data is loaded
   layout      embedding.TableLayout of its stacked tables
   phases      {phase name: tuple of top-level params keys that phase trains}
   eval_phase  the phase whose outputs are the model's predictions
@@ -16,22 +18,33 @@ the gathered rows.
 from __future__ import annotations
 
 import importlib
+import re
 
 import jax
 import ml_collections
 
 from mtms_jax import embedding
+from mtms_jax.errors import UserError
 from mtms_jax.schema import FeatureSchema
+
+
+def model_class(name: str, where: str = "config.model.name"):
+  """The Model class of `mtms_jax.models.<name>`; UserError if there is none."""
+  if re.fullmatch(r"[a-z][a-z0-9_]*", name):
+    try:
+      module = importlib.import_module(f"mtms_jax.models.{name}")
+    except ModuleNotFoundError as e:
+      if e.name != f"mtms_jax.models.{name}":
+        raise  # the module exists but one of its own imports failed
+    else:
+      if hasattr(module, "Model"):
+        return module.Model
+  raise UserError(f"{where}={name!r}: no model mtms_jax.models.{name}.Model")
 
 
 def get_model(schema: FeatureSchema, config: ml_collections.ConfigDict):
   """Imports `mtms_jax.models.<config.name>` and builds its Model."""
-  try:
-    module = importlib.import_module(f"mtms_jax.models.{config.name}")
-  except ModuleNotFoundError as e:
-    raise ValueError(f"config.model.name={config.name!r}: no module mtms_jax.models."
-                     f"{config.name}") from e
-  return module.Model(schema, config)
+  return model_class(config.name)(schema, config)
 
 
 def embedding_index(model, batch, phase: str) -> dict[str, jax.Array]:

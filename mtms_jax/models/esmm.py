@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from mtms_jax.models import joint
+from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import MLP
 
 
@@ -36,6 +36,9 @@ class Network(nn.Module):
 class Model(joint.JointModel):
   """ESMM; see the module docstring."""
 
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict, where: str = "config.model") -> None:
+    layers.check_widths(config, where, "tower_hidden", allow_empty=("tower_hidden",))
+
   def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:
-    joint.check_widths(config, "tower_hidden", allow_empty=("tower_hidden",))
     return Network(tuple(config.tower_hidden), self.schema.tasks)

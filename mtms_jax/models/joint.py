@@ -67,20 +67,12 @@ class Gate(nn.Module):
     return jnp.einsum("be,beh->bh", weights, experts)
 
 
-def check_widths(config: ml_collections.ConfigDict, *fields: str, allow_empty=()) -> None:
-  """Raises ValueError naming `config.model.<field>` if a width list is empty or not > 0."""
-  for field in fields:
-    widths = tuple(config[field])
-    if (not widths and field not in allow_empty) or any(w < 1 for w in widths):
-      raise ValueError(f"config.model.{field}={widths}: expected a tuple of widths >= 1")
-
-
 class JointModel(abc.ABC):
   """The model protocol (`mtms_jax.models`) around a flax `network(x) -> logits`, one (B,)
   array per task of `schema.tasks` (ctr, cvr; ctr alone on CTR-only data).
 
-  Subclasses define `make_network(config) -> nn.Module`, checking the config fields it reads
-  and giving the network `self.schema.tasks`.
+  Subclasses define `check_config(config, where)`, a classmethod checking the config fields
+  it reads, and `make_network(config) -> nn.Module`, giving the network `self.schema.tasks`.
   """
 
   phases = {"joint": ("embedding", "ranking")}
@@ -91,7 +83,13 @@ class JointModel(abc.ABC):
     self.config = config
     self.num_scenes = schema.num_scenes
     self.layout = embedding.make_layout(schema, 1)
+    self.check_config(config)
     self.network = self.make_network(config)
+
+  @classmethod
+  @abc.abstractmethod
+  def check_config(cls, config: ml_collections.ConfigDict, where: str = "config.model") -> None:
+    """Raises UserError naming the first wrong field of `config` (`where`: its key)."""
 
   @abc.abstractmethod
   def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:

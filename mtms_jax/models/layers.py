@@ -8,10 +8,22 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from mtms_jax import errors
+from mtms_jax.errors import UserError
 from mtms_jax.models import kernels
 
 ROUTES = ("auto", "xla", "all", "gather", "grouped", "ragged", "kernel")
+
+
+def check_widths(config: ml_collections.ConfigDict, where: str, *fields: str,
+                 allow_empty=()) -> None:
+  """Raises UserError naming `<where>.<field>` if a width list is empty or not > 0."""
+  for field in fields:
+    widths = tuple(config[field])
+    errors.expect((widths or field in allow_empty) and all(w >= 1 for w in widths),
+                  f"{where}.{field}", widths, "a tuple of widths >= 1")
 
 
 @jax.custom_vjp
@@ -209,8 +221,8 @@ class SceneMLP(nn.Module):
 
   def _kernel(self, x, scene, layers):
     if not kernels.available():
-      raise ValueError("SceneMLP route 'kernel' needs the native kernels on the CPU backend; "
-                       "build them with `make setup` (python -m mtms_jax.models.kernels)")
+      raise UserError("scene_route 'kernel' needs the native kernels on the CPU backend; "
+                      "build them with `make setup` (python -m mtms_jax.models.kernels)")
     for i, (kernel, bias) in enumerate(layers):
       x = self._activate(kernels.scene_matmul(x, kernel, scene) + bias[scene], i)
     return x

@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from mtms_jax.models import joint
+from mtms_jax import errors
+from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import MLP
 
 
@@ -41,9 +42,12 @@ class Network(nn.Module):
 class Model(joint.JointModel):
   """MMoE; see the module docstring."""
 
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict, where: str = "config.model") -> None:
+    errors.expect(config.num_experts >= 1, f"{where}.num_experts", config.num_experts, ">= 1")
+    layers.check_widths(config, where, "expert_hidden", "tower_hidden",
+                        allow_empty=("tower_hidden",))
+
   def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:
-    if config.num_experts < 1:
-      raise ValueError(f"config.model.num_experts={config.num_experts}: expected >= 1")
-    joint.check_widths(config, "expert_hidden", "tower_hidden", allow_empty=("tower_hidden",))
     return Network(config.num_experts, tuple(config.expert_hidden), tuple(config.tower_hidden),
                    self.schema.tasks)

@@ -44,8 +44,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mtms_jax import embedding
+from mtms_jax import embedding, errors
 from mtms_jax.errors import UserError
+from mtms_jax.models import layers
 from mtms_jax.models.layers import MLP, ROUTES, Dense, SceneMLP
 from mtms_jax.schema import FeatureSchema
 
@@ -108,26 +109,33 @@ class Model:
   phases = {"embedding": ("embedding",), "ranking": ("ranking",)}
   eval_phase = "ranking"
 
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict, where: str = "config.model") -> None:
+    """Raises UserError naming the first wrong field of `config` (`where`: its key); the
+    ranking scenes' upper bound is the data's number of scenes, checked in `__init__`."""
+    errors.expect_choice(f"{where}.sharing", config.sharing, SHARING)
+    errors.expect_choice(f"{where}.aggregation", config.aggregation, AGGREGATIONS)
+    errors.expect_choice(f"{where}.scene_route", config.get("scene_route", "auto"), ROUTES)
+    layers.check_widths(config, where, "tower_hidden", "ranking_hidden",
+                        allow_empty=("tower_hidden",))
+    scenes = tuple(config.get("ranking_scenes", ()))
+    errors.expect(all(s >= 0 for s in scenes), f"{where}.ranking_scenes", scenes,
+                  "scene indices >= 0")
+
   def __init__(self, schema: FeatureSchema, config: ml_collections.ConfigDict):
-    if config.sharing not in SHARING:
-      raise ValueError(f"config.model.sharing={config.sharing!r}; expected one of {SHARING}")
-    if config.aggregation not in AGGREGATIONS:
-      raise ValueError(f"config.model.aggregation={config.aggregation!r}; expected one of "
-                       f"{AGGREGATIONS}")
+    self.check_config(config)
     self.schema = schema
     self.config = config
     self.tasks = schema.tasks          # CTR-only data: no CVR tables, towers or heads
     self.num_scenes = schema.num_scenes
     self.ranking_scenes = tuple(config.get("ranking_scenes", ()))
-    if not all(0 <= s < self.num_scenes for s in self.ranking_scenes):
-      raise ValueError(f"config.model.ranking_scenes={self.ranking_scenes}: expected scene "
-                       f"indices in [0, {self.num_scenes})")
+    errors.expect(all(s < self.num_scenes for s in self.ranking_scenes),
+                  "config.model.ranking_scenes", self.ranking_scenes,
+                  f"scene indices in [0, {self.num_scenes})")
     num_components = {"none": self.num_scenes * len(self.tasks), "tasks": self.num_scenes,
                       "all": 1}[config.sharing]
     self.layout = embedding.make_layout(schema, num_components)
     route = config.get("scene_route", "auto")
-    if route not in ROUTES:
-      raise ValueError(f"config.model.scene_route={route!r}; expected one of {ROUTES}")
     self.towers = Towers(self.num_scenes, tuple(config.tower_hidden), self.tasks, route)
     self.residual = config.get("ranking_residual", False)
     self.ranker = RankingNetwork(self.num_scenes, tuple(config.ranking_hidden), len(self.tasks),
@@ -141,11 +149,16 @@ class Model:
       return scene
     return jnp.zeros_like(scene)
 
+  @staticmethod
+  def check_scenes_apart(config: ml_collections.ConfigDict, where: str = "config.model"):
+    """Raises UserError unless each scene has tables of its own, to freeze or copy alone."""
+    if config.sharing == "all":
+      raise UserError(f"{where}.sharing='all': every scene shares one component, so "
+                      "no scene's tables can be told apart")
+
   def components_of_scenes(self, scenes) -> list[int]:
     """The components (table sets) the given scene indices own, sorted."""
-    if self.config.sharing == "all":
-      raise UserError("config.model.sharing='all': every scene shares one component, so "
-                      "no scene's tables can be told apart")
+    self.check_scenes_apart(self.config)
     return sorted({int(self.component(np.asarray(s), t)) for s in scenes
                    for t in range(len(self.tasks))})
 

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mtms_jax.models import joint
+from mtms_jax import errors
+from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import MLP
 
 
@@ -61,10 +62,13 @@ class Network(nn.Module):
 class Model(joint.JointModel):
   """PLE; see the module docstring."""
 
-  def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:
+  @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict, where: str = "config.model") -> None:
     for field in ("num_levels", "task_experts", "shared_experts"):
-      if config[field] < 1:
-        raise ValueError(f"config.model.{field}={config[field]}: expected >= 1")
-    joint.check_widths(config, "expert_hidden", "tower_hidden", allow_empty=("tower_hidden",))
+      errors.expect(config[field] >= 1, f"{where}.{field}", config[field], ">= 1")
+    layers.check_widths(config, where, "expert_hidden", "tower_hidden",
+                        allow_empty=("tower_hidden",))
+
+  def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:
     return Network(config.num_levels, config.task_experts, config.shared_experts,
                    tuple(config.expert_hidden), tuple(config.tower_hidden), self.schema.tasks)

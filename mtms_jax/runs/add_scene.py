@@ -6,10 +6,30 @@ import json
 import os
 
 import ml_collections
-
-from mtms_jax import rundir
+from mtms_jax import errors, models
 from mtms_jax.errors import UserError
+from mtms_jax import rundir
 from mtms_jax.train import trainer
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError for an `add_scene` section that cannot run: a base that is not a
+  trained run's folder, no base scenes to train one on, or a model whose scenes have no
+  parameters of their own to freeze."""
+  add = config.add_scene
+  if add.base and not os.path.exists(os.path.join(add.base, rundir.SCHEMA)):
+    raise UserError(f"config.add_scene.base={add.base!r}: not a trained run's folder (no "
+                    f"{rundir.SCHEMA})")
+  scenes = tuple(add.base_scenes)
+  errors.expect(add.base or (scenes and len(set(scenes)) == len(scenes)
+                             and all(s >= 0 for s in scenes)),
+                "config.add_scene.base_scenes", scenes, "distinct scene indices >= 0 to train "
+                "the base run on (config.add_scene.base is '')")
+  model = models.model_class(config.model.name)
+  if not hasattr(model, "scene_masks"):
+    raise UserError(f"config.model.name={config.model.name!r} has no per-scene parameters to "
+                    "freeze; config.add_scene needs a multi-scene model such as 'mtms'")
+  model.check_scenes_apart(config.model)
 
 
 # Adding scenes (the paper: "new tasks or scenes could be added easily")
@@ -32,6 +52,7 @@ def train_with_added_scenes(config: ml_collections.ConfigDict, workdir: str
   first in `<workdir>/base`, on the scenes config.add_scene.base_scenes (indices). Then
   `added_scenes_config` runs in `<workdir>/added`. results.json: the added run's results,
   and the base run's under 'base/' when it was trained here."""
+  check(config)
   rundir.write_config(workdir, config)
   results, base = {}, config.add_scene.base
   if not base:

@@ -57,38 +57,35 @@ import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 from scipy import stats
 
+from mtms_jax import errors
+from mtms_jax.errors import UserError
 from mtms_jax.eval import metrics
 from mtms_jax.eval import significance
 from mtms_jax.report import tables
 from mtms_jax import rundir, runs, tasks
 
 LAYOUTS = ("rows", "columns")
+METRICS = ("auc", "mae", "logloss", "calibration")   # what a table can show
 TESTS = {"auc": significance.delong, "mae": significance.paired_mae}
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the `compare` field that is wrong."""
+  """Raises UserError naming the `compare` field that is wrong (the rows' own sections are
+  `config_checks`'s: they are those of any run)."""
   c = config.compare
-  if len(set(c.order)) != len(c.order) or set(c.order) - set(c.rows):
-    raise ValueError(f"config.compare.order={tuple(c.order)}: expected distinct names of "
-                     f"rows {sorted(c.rows)}")
-  if c.baseline not in c.order:
-    raise ValueError(f"config.compare.baseline={c.baseline!r} is not in config.compare.order="
-                     f"{tuple(c.order)}")
-  if c.seeds < 1:
-    raise ValueError(f"config.compare.seeds={c.seeds}: expected >= 1")
-  if c.layout not in LAYOUTS:
-    raise ValueError(f"config.compare.layout={c.layout!r}: expected one of {LAYOUTS}")
-  if not c.tasks or set(c.tasks) - set(tasks.ALL):
-    raise ValueError(f"config.compare.tasks={tuple(c.tasks)}: expected some of {tasks.ALL}")
-  unknown = set(c.metrics) - {"auc", "mae", "logloss", "calibration"}
-  if not c.metrics or unknown:
-    raise ValueError(f"config.compare.metrics={tuple(c.metrics)}: unknown {sorted(unknown)}")
+  errors.expect(len(set(c.order)) == len(c.order) and set(c.order) <= set(c.rows),
+                "config.compare.order", tuple(c.order), f"distinct names of rows {sorted(c.rows)}")
+  errors.expect_choice("config.compare.baseline", c.baseline, tuple(c.order))
+  errors.expect(c.seeds >= 1, "config.compare.seeds", c.seeds, ">= 1")
+  errors.expect_choice("config.compare.layout", c.layout, LAYOUTS)
+  errors.expect(c.tasks and set(c.tasks) <= set(tasks.ALL), "config.compare.tasks",
+                tuple(c.tasks), f"some of {tasks.ALL}")
+  errors.expect(c.metrics and set(c.metrics) <= set(METRICS), "config.compare.metrics",
+                tuple(c.metrics), f"some of {METRICS}")
   for name in c.order:
-    row = c.rows[name]
-    missing = {"label", "model", "schedule", "phases", "scenes"} - set(row)
+    missing = {"label", "model", "schedule", "phases", "scenes"} - set(c.rows[name])
     if missing:
-      raise ValueError(f"config.compare.rows.{name} lacks {sorted(missing)}")
+      raise UserError(f"config.compare.rows.{name} lacks {sorted(missing)}")
 
 
 def run_config(config: ml_collections.ConfigDict, name: str, k: int
@@ -117,7 +114,7 @@ def scene_predictions(workdir: str, scene: str) -> dict[str, np.ndarray]:
   rows of `scene` ('all': every row), in the test day's order."""
   scenes = rundir.read_json(workdir, rundir.SCHEMA)["scenes"]
   if scene not in scenes + ["all"]:
-    raise ValueError(f"config.compare.scene={scene!r}: {workdir} was trained on {scenes}")
+    raise UserError(f"config.compare.scene={scene!r}: {workdir} was trained on {scenes}")
   saved = np.load(rundir.path(workdir, rundir.PREDICTIONS))
   rows = (np.ones_like(saved["scene"], bool) if scene == "all"
           else saved["scene"] == scenes.index(scene))

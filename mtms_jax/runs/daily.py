@@ -8,10 +8,22 @@ from __future__ import annotations
 import os
 
 import ml_collections
-
+from mtms_jax import errors
 from mtms_jax import rundir
 from mtms_jax.report import plots
 from mtms_jax.train import trainer
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError naming the `daily` field that is wrong: every day T needs `window`
+  training days before it, from day 0 on."""
+  daily = config.daily
+  errors.expect(daily.window >= 1, "config.daily.window", daily.window, ">= 1")
+  errors.expect(daily.first_test_day >= daily.window, "config.daily.first_test_day",
+                daily.first_test_day, f">= config.daily.window={daily.window} (its training "
+                "days come before it, from day 0)")
+  errors.expect(daily.last_test_day >= daily.first_test_day, "config.daily.last_test_day",
+                daily.last_test_day, f">= config.daily.first_test_day={daily.first_test_day}")
 
 
 # Day by day (the paper's time slots, Sec. IV "Training and Testing")
@@ -23,10 +35,8 @@ def day_configs(config: ml_collections.ConfigDict, workdir: str
   (the first day's is config.init_from), so with init_load=('embedding',) day T starts from
   day T-1's embeddings and a fresh ranking network.
   """
+  check(config)
   daily = config.daily
-  if daily.window < 1 or daily.last_test_day < daily.first_test_day:
-    raise ValueError(f"config.daily={daily.to_dict()}: expected window >= 1 and "
-                     "first_test_day <= last_test_day")
   base = config.to_dict()
   del base["daily"]
   runs, init_from = [], config.init_from

@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from mtms_jax import rundir
+from mtms_jax import errors, rundir
 from mtms_jax.report import markdown
 from mtms_jax.runs import compare
 from mtms_jax.errors import UserError
@@ -87,13 +87,19 @@ def interval(values) -> tuple[float, float]:
           float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)))
 
 
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError naming the `replay` field that is wrong (its user_field is checked
+  against the data's fields in `scene_test_rows`)."""
+  r = config.replay
+  errors.expect(r.candidates >= 2, "config.replay.candidates", r.candidates, ">= 2")
+  errors.expect(r.draws >= 1, "config.replay.draws", r.draws, ">= 1")
+  errors.expect(r.bid_sigma >= 0, "config.replay.bid_sigma", r.bid_sigma, ">= 0")
+
+
 def scene_test_rows(config: ml_collections.ConfigDict):
   """(columns, truth) of the reported scene's test-day rows, in the data's order, with
   columns['user'] the `replay.user_field` id of each row."""
-  r = config.replay
-  if r.candidates < 2 or r.draws < 1 or r.bid_sigma < 0:
-    raise UserError(f"config.replay={r.to_dict()}: expected candidates >= 2, draws >= 1, "
-                    "bid_sigma >= 0")
+  check(config)
   data = registry.load_data(config.data).days([config.test_day])
   if data.truth is None:
     raise UserError(f"config.data.name={config.data.name!r} has no true probabilities; the "
@@ -139,8 +145,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     for name in c.order:
       saved = compare.scene_predictions(os.path.join(workdir, name, f"seed{k}"), c.scene)
       if not np.array_equal(saved["click"], columns["click"]):
-        raise ValueError(f"{name} seed {k}: its test predictions are not of the rows "
-                         f"{config.data.name} generates now; rerun it in a new workdir")
+        raise UserError(f"{name} seed {k}: its test predictions are not of the rows "
+                        f"{config.data.name} generates now; rerun it in a new workdir")
       predictions[name] = saved
     per_seed.append(replay_seed(config, config.seed + k, columns, truth, predictions))
   summary = summarize(per_seed, c.baseline)

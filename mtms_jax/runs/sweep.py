@@ -38,12 +38,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mtms_jax import config_checks, errors, rundir, tasks
-from mtms_jax.eval import metrics
+from mtms_jax.errors import UserError
 from mtms_jax.report import markdown, plots
 from mtms_jax.data import logs
 from mtms_jax.train import loop
@@ -75,7 +74,7 @@ def zipit(factors: Sequence[list[Point]]) -> list[Point]:
   """The i-th points of all factors merged, for each i; factors must have equal lengths."""
   lengths = [len(f) for f in factors]
   if len(set(lengths)) > 1:
-    raise ValueError(f"zipit needs factors of equal length, got lengths {lengths}")
+    raise UserError(f"zipit needs factors of equal length, got lengths {lengths}")
   return [merge(combination) for combination in zip(*factors)]
 
 
@@ -84,7 +83,7 @@ def merge(points: Sequence[Point]) -> Point:
   for point in points:
     repeated = sorted(set(point) & set(merged))
     if repeated:
-      raise ValueError(f"sweep keys {repeated} are set twice in one point")
+      raise UserError(f"sweep keys {repeated} are set twice in one point")
     merged.update(point)
   return merged
 
@@ -92,8 +91,8 @@ def merge(points: Sequence[Point]) -> Point:
 def hyper_points(module) -> list[Point]:
   """The points of an experiment module's `get_hyper`, declared with this module's functions."""
   if not hasattr(module, "get_hyper"):
-    raise ValueError(f"{module.__file__} has no get_hyper(h); add one to sweep it "
-                     "(see mtms_jax/runs/sweep.py)")
+    raise UserError(f"{module.__file__} has no get_hyper(h); add one to sweep it "
+                    "(see mtms_jax/runs/sweep.py)")
   return module.get_hyper(sys.modules[__name__])
 
 
@@ -163,8 +162,8 @@ def point_names(points: Sequence[Point]) -> list[str]:
   seen = {}
   for folder, point in zip(folders, points):
     if folder in seen:
-      raise ValueError(f"sweep points {seen[folder]} and {point} share the folder name "
-                       f"{folder!r}; make their values differ in more than punctuation")
+      raise UserError(f"sweep points {seen[folder]} and {point} share the folder name "
+                      f"{folder!r}; make their values differ in more than punctuation")
     seen[folder] = point
   return folders
 
@@ -182,12 +181,13 @@ def run_sweep(config: ml_collections.ConfigDict, points: Sequence[Point], workdi
   the whole sweep after its point saved a checkpoint.
   """
   if not points:
-    raise ValueError(f"{source}: get_hyper returned no points")
+    raise UserError(f"{source}: get_hyper returned no points")
   check_keys(config, points, source)
-  check_metric(config.sweep.metric)
+  configs = [apply(config, point, source) for point in points]
+  for point_config in configs:      # every point's values, before any point trains
+    config_checks.check(point_config)
   folders = point_names(points)
   columns = short_names(list(dict.fromkeys(k for p in points for k in p)))
-  configs = [apply(config, point, source) for point in points]
   finished = [rundir.finished_results(os.path.join(workdir, folder), point_config)
               for folder, point_config in zip(folders, configs)]
   rows = []
@@ -216,18 +216,6 @@ def point_row(row: dict, results: dict | None, config: ml_collections.ConfigDict
     return {**row, "status": f"failed: {type(e).__name__}: {e}"}
 
 
-def check_metric(name: str):
-  """Fails before training if `name` cannot be a results.json key (scenes are checked at the
-  end, once results exist)."""
-  parts = name.split("/")
-  metric_names = metrics.task_metrics(np.array([0.0, 1.0]), np.array([0.5, 0.5]))
-  if name != "train_steps" and not (len(parts) == 4 and parts[0] in ("test", "oracle")
-                                    and parts[2] in tasks.ALL and parts[3] in metric_names):
-    raise ValueError(f"config.sweep.metric={name!r}: expected 'test/<scene or all>/<task>/"
-                     f"<metric>' with task in {tasks.ALL} and metric in "
-                     f"{sorted(metric_names)}, e.g. 'test/all/ctcvr/auc'")
-
-
 def finished_row(row: dict, results: dict, point_dir: str) -> dict:
   """`row` plus the test metrics, steps and training seconds (run.json) of a finished point."""
   seconds = rundir.read_json(point_dir, rundir.RUN_INFO)["train_seconds"]
@@ -238,8 +226,6 @@ def finished_row(row: dict, results: dict, point_dir: str) -> dict:
 
 def sort_rows(rows: list[dict], metric: str, mode: str) -> list[dict]:
   """Best first by `metric` ('max' or 'min'); rows without a finite value last."""
-  if mode not in ("max", "min"):
-    raise ValueError(f"config.sweep.mode={mode!r}; expected 'max' or 'min'")
   sign = -1 if mode == "max" else 1
 
   def key(row):
@@ -253,7 +239,7 @@ def write_table(rows: list[dict], key_columns: list[str], metric: str, mode: str
   """sweep.csv (every test metric), sweep.md and sweep.png (the main ones), best first."""
   finished = [r for r in rows if r["status"] == "ok"]
   if finished and not any(metric in r for r in finished):
-    raise ValueError(f"config.sweep.metric={metric!r} is not in the points' results.json; "
+    raise UserError(f"config.sweep.metric={metric!r} is not in the points' results.json; "
                      "expected a key like 'test/all/ctcvr/auc'")
   rows = sort_rows(rows, metric, mode)
   tail = ["train_steps", "train_seconds", "status"]
@@ -300,17 +286,18 @@ def main(argv):
   path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":", 1)[0]
   workdir = flags.FLAGS.workdir
   try:
-    # Before any point: the base config's values, and its schema file's logs (prepared once).
+    # Before any point: the base config's values, and its schema file's logs (prepared once);
+    # run_sweep checks every point's values before training any.
     config_checks.check(flags.FLAGS.config)
     logs.configure(flags.FLAGS.config)
     rows = runs.run_sweep(flags.FLAGS.config, hyper_points(load_module(path)), workdir, path)
-  except errors.UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(errors.EXIT_USER_ERROR)
   except loop.Interrupted as e:
     command = shlex.join([sys.executable, "-m", "mtms_jax.runs.sweep"] + sys.argv[1:])
     print(f"\n{e}\nResume the sweep with:\n  {command}", file=sys.stderr)
     sys.exit(128 + e.signum)
+  except errors.UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(errors.EXIT_USER_ERROR)
   table = rundir.path(workdir, rundir.SWEEP_MD)
   with open(table) as f:
     print(f"\nSweep table ({table}):\n{f.read()}")
