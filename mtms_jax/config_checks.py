@@ -23,7 +23,7 @@ import os
 import ml_collections
 import numpy as np
 
-from mtms_jax import errors, losses, models, optim, parallel
+from mtms_jax import errors, losses, models, optim, parallel, tasks
 from mtms_jax.data import registry
 from mtms_jax.errors import UserError
 from mtms_jax.eval import metrics, validation
@@ -132,8 +132,8 @@ def check_phase(phase: ml_collections.ConfigDict, where: str, trains_tables: boo
   """One phase's loss, regularisation, rows, optimizer and early stopping."""
   losses.parse_loss(phase.loss, f"{where}.loss")
   weights = dict(phase.get("loss_weights") or {})
-  errors.expect(set(weights) <= set(losses.TASKS) and all(w >= 0 for w in weights.values()),
-                f"{where}.loss_weights", weights, f"weights >= 0 of tasks in {losses.TASKS}")
+  errors.expect(set(weights) <= set(tasks.ALL) and all(w >= 0 for w in weights.values()),
+                f"{where}.loss_weights", weights, f"weights >= 0 of tasks in {tasks.ALL}")
   dropout = phase.get("dropout", 0.0)
   errors.expect(0 <= dropout < 1, f"{where}.dropout", dropout, "0 <= dropout < 1")
   rows = tuple(phase.get("rows", (0.0, 1.0)))
@@ -151,9 +151,9 @@ def check_metric(key: str, name: str, splits: tuple[str, ...]) -> None:
   whether the scene exists is the data's to say."""
   parts = name.split("/")
   names = sorted(metrics.task_metrics(np.array([0.0, 1.0]), np.array([0.5, 0.5])))
-  errors.expect(len(parts) == 4 and parts[0] in splits and parts[2] in losses.TASKS
+  errors.expect(len(parts) == 4 and parts[0] in splits and parts[2] in tasks.ALL
                 and parts[3] in names, key, name,
-                f"'{splits[0]}/<scene or all>/<task>/<metric>' with task in {losses.TASKS} "
+                f"'{splits[0]}/<scene or all>/<task>/<metric>' with task in {tasks.ALL} "
                 f"and metric in {names}, e.g. '{splits[0]}/all/ctcvr/auc'")
 
 
