@@ -13,6 +13,7 @@ from mtms_jax.errors import UserError
 from mtms_jax.data import registry
 from mtms_jax import optim
 from mtms_jax.runs import add_scene
+from mtms_jax.train import freezing
 from mtms_jax.train import train_state
 from mtms_jax.train import step as step_lib
 
@@ -88,13 +89,10 @@ def test_embedding_phase_updates_only_unfrozen_scenes(added_run, frozen):
 
 def test_frozen_scenes_must_name_scenes_of_the_data():
   config = add_scene_experiment.get_config("smoke")
-  phase = config.phases.embedding.to_dict()
-  phase["frozen_scenes"] = ("feed",)
   model = models.get_model(registry.load_data(config.data).schema, config.model)
   with pytest.raises(UserError, match=r"\['feed'\] are not scenes"):
-    step_lib.frozen_scene_indices(model, "embedding", phase)
-  phase["frozen_scenes"] = ("scene0",)
+    freezing.scene_indices(model, "embedding", ("feed",))
   shared = models.get_model(model.schema,
                             ml_collections.ConfigDict({**config.model, "sharing": "all"}))
   with pytest.raises(UserError, match="every scene shares one component"):
-    step_lib.frozen_scene_indices(shared, "embedding", phase)
+    freezing.scene_indices(shared, "embedding", ("scene0",))
