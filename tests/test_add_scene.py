@@ -67,8 +67,7 @@ def test_old_scene_is_bitwise_unchanged_after_adding_a_scene(added_run):
 @pytest.mark.parametrize("frozen", [("scene0",), ()])
 def test_embedding_phase_updates_only_unfrozen_scenes(added_run, frozen):
   workdir, config, _ = added_run
-  run_config = add_scene.added_scenes_config(config, str(workdir / "base"), ("scene0",))
-  run_config.phases.embedding.frozen_scenes = frozen
+  run_config = add_scene.added_scenes_config(config, str(workdir / "base"))
   data = registry.load_data(run_config.data).days([0])
   model = models.get_model(data.schema, run_config.model)
   params, _ = checkpoint.warm_start_new_scenes(
@@ -76,7 +75,8 @@ def test_embedding_phase_updates_only_unfrozen_scenes(added_run, frozen):
       lambda schema: models.get_model(schema, run_config.model))
   before = scene_parts(model, params["embedding"], 0)
   txs = optim.make_phase_txs(run_config, model, params)
-  update = step_lib.make_update_fn(model, txs["embedding"], "embedding", run_config.phases.embedding)
+  update = step_lib.make_update_fn(model, txs["embedding"], "embedding",
+                                   run_config.phases.embedding, frozen_scenes=frozen)
   state = train_state.init_state(params, txs)
   for start in (0, 64, 128):
     batch = {k: v[start:start + 64] for k, v in data.columns.items()}

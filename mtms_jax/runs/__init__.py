@@ -50,11 +50,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   return _call(kind(config), config, workdir)
 
 
-def run_one(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """One run of a comparison or sweep: day by day, with added scenes, or a single run."""
-  return _call(kind(config, ONE_RUN), config, workdir)
+def run_one(config: ml_collections.ConfigDict, workdir: str, **options) -> dict[str, float]:
+  """One run of a comparison or sweep: day by day, with added scenes, or a single run;
+  `options` go to its function (save_predictions)."""
+  return _call(kind(config, ONE_RUN), config, workdir, **options)
 
 
-def _call(entry: tuple[str, str, str], config: ml_collections.ConfigDict, workdir: str):
+def _call(entry: tuple[str, str, str], config: ml_collections.ConfigDict, workdir: str,
+          **options):
   _, module, function = entry
-  return getattr(importlib.import_module(module), function)(config, workdir)
+  return getattr(importlib.import_module(module), function)(config, workdir, **options)

@@ -99,7 +99,7 @@ def run_config(config: ml_collections.ConfigDict, name: str, k: int
   shared = config.to_dict()
   row = shared.pop("compare")["rows"][name]
   shared.update(model=row["model"], schedule=row["schedule"], phases=row["phases"],
-                seed=config.seed + k, save_predictions=True)
+                seed=config.seed + k)
   shared["data"]["scenes"] = tuple(row["scenes"])
   return ml_collections.ConfigDict(shared)
 
@@ -117,7 +117,7 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(results_path) as f:
       results = json.load(f)
   else:
-    results = runs.run_one(config, workdir)
+    results = runs.run_one(config, workdir, save_predictions=True)   # for the paired tests
   # Wall-clock time lives in run.json, apart from the results, which are reproducible.
   with open(os.path.join(workdir, "run.json")) as f:
     return {**results, "train_seconds": json.load(f)["train_seconds"]}

@@ -40,8 +40,10 @@ def day_configs(config: ml_collections.ConfigDict, workdir: str
   return runs
 
 
-def train_day_by_day(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Runs `day_configs`, each in `<workdir>/day<T>/` (finished days are read back, not rerun).
+def train_day_by_day(config: ml_collections.ConfigDict, workdir: str, *,
+                     save_predictions: bool = False) -> dict[str, float]:
+  """Runs `day_configs`, each in `<workdir>/day<T>/` (finished days are read back, not rerun);
+  save_predictions as in `trainer.train_and_evaluate`, for every day.
 
   results.json holds every day's results under 'day<T>/' ('day5/test/scene0/cvr/auc') and the
   last day's again without the prefix; metrics_over_days.png plots test AUC per day.
@@ -58,7 +60,8 @@ def train_day_by_day(config: ml_collections.ConfigDict, workdir: str) -> dict[st
         day_results = json.load(f)
       print(f"Day {day}: finished earlier, results read from {finished}.")
     else:
-      day_results = trainer.train_and_evaluate(day_config, day_workdir)
+      day_results = trainer.train_and_evaluate(day_config, day_workdir,
+                                               save_predictions=save_predictions)
     results.update({f"day{day}/{k}": v for k, v in day_results.items()})
     days.append(day)
   results.update(day_results)

@@ -1,8 +1,8 @@
 """Scenes frozen in a phase: their components' table rows and tower slices kept as they were.
 
 How a run with scenes added (runs/add_scene.py) trains the new scenes' components alone:
-each update of its embedding phase (`phases.embedding.frozen_scenes`) puts back those of
-the old scenes (MTMS models only, whose components are per scene).
+each update of its embedding phase puts back those of the old scenes (MTMS models only,
+whose components are per scene).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from mtms_jax.errors import UserError
 
 
 def scene_indices(model, phase: str, names: Sequence[str]) -> tuple[int, ...]:
-  """Indices of the scenes `names` (`phases.<phase>.frozen_scenes`); UserError if a name is
-  not a scene of the model's data, or the model has no per-scene parameters."""
+  """Indices of the scenes `names`; UserError if a name is not a scene of the model's data,
+  or the model has no per-scene parameters."""
   names = tuple(names)
   if not names:
     return ()
@@ -34,7 +34,7 @@ def scene_indices(model, phase: str, names: Sequence[str]) -> tuple[int, ...]:
 def keep_frozen(model, scenes, old: dict, new: dict) -> dict:
   """`new` params with the embedding tables' rows and tower slices of `scenes` taken from
   `old`: whatever the optimizer did (weight decay, Adam moments of earlier steps), those
-  stay bitwise as they were. What a phase with `frozen_scenes` applies after each update,
+  stay bitwise as they were. What an update with `frozen_scenes` applies after each step,
   e.g. to train a newly added scene's components only (runs/add_scene.py)."""
   masks = model.scene_masks(old["embedding"], scenes)
   embedding = {**new["embedding"], **jax.tree.map(

@@ -3,8 +3,8 @@
 The resume order, each step a function here (the trainer calls them in this order):
   1. `restore`: the workdir's own latest readable checkpoint: the run continues where it
      stopped, with its data position and the early-stopping state of its segment;
-  2. else `initialize` with config.init_from: a warm start from another run (the
-     config.init_load subtrees);
+  2. else `initialize` with config.init_from: a warm start from another run, loaded by a
+     `WarmStart` (`load_subtrees`: the config.init_load subtrees);
   3. else `initialize` without it: fresh parameters from config.seed.
 `Saver` writes the checkpoints that step 1 reads.
 """
@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import grain
 import jax
 import ml_collections
@@ -83,7 +83,26 @@ def restore(checkpoints: checkpoint.Checkpoints, identity: Identity, abstract_st
                policy.restore(progress, restored.best))
 
 
-def initialize(config: ml_collections.ConfigDict, model, txs: dict, abstract_state) -> Start:
+# config.init_from, the model and its fresh params -> (params, what was loaded from where).
+WarmStart = Callable[[ml_collections.ConfigDict, object, dict], tuple[dict, dict]]
+
+
+def load_subtrees(config: ml_collections.ConfigDict, model, params: dict) -> tuple[dict, dict]:
+  """The WarmStart of a run: the config.init_load subtrees of config.init_from."""
+  return checkpoint.warm_start(config.init_from, params, model.schema.to_dict(),
+                               config.init_load)
+
+
+def load_with_new_scenes(config: ml_collections.ConfigDict, model, params: dict
+                         ) -> tuple[dict, dict]:
+  """The WarmStart of a run with scenes added: the embeddings of config.init_from, a run on
+  fewer scenes, copied by scene name (`checkpoint.warm_start_new_scenes`)."""
+  return checkpoint.warm_start_new_scenes(
+      config.init_from, model, params, lambda schema: models.get_model(schema, config.model))
+
+
+def initialize(config: ml_collections.ConfigDict, model, txs: dict, abstract_state,
+               warm_start: WarmStart = load_subtrees) -> Start:
   """Steps 2 and 3: a warm start from config.init_from if set, else fresh parameters."""
   init_rng = jax.random.key(config.seed)
   if not config.init_from:
@@ -91,13 +110,7 @@ def initialize(config: ml_collections.ConfigDict, model, txs: dict, abstract_sta
     init = jax.jit(lambda rng: train_state.init_state(model.init(rng), txs),
                    out_shardings=jax.tree.map(lambda a: a.sharding, abstract_state))
     return Start(init(init_rng))
-  params = model.init(init_rng)
-  if config.get("init_new_scenes"):    # a run with scenes added (train_with_added_scenes)
-    params, warm = checkpoint.warm_start_new_scenes(
-        config.init_from, model, params, lambda schema: models.get_model(schema, config.model))
-  else:
-    params, warm = checkpoint.warm_start(config.init_from, params, model.schema.to_dict(),
-                                         config.init_load)
+  params, warm = warm_start(config, model, model.init(init_rng))
   print(f"Warm start: {', '.join(warm['loaded'])} from {warm['path']}.")
   return Start(train_state.init_state(params, txs), warm_start=warm)
 

@@ -6,13 +6,14 @@ optimizer (`mtms_jax.optim`): row-wise on the gathered rows, or dense through th
 
 Regularisation (phases.<p>): `dropout` drops that share of the networks' inputs (the
 looked-up embeddings and dense features) in training updates, with a key drawn from `seed`
-and the step, so a resumed run draws the same masks. `frozen_scenes` (MTMS: scene names)
-keeps the tables' rows and tower slices of those scenes' components as they were
-(`freezing.keep_frozen`).
+and the step, so a resumed run draws the same masks. An update made with `frozen_scenes`
+(MTMS: scene names; a run with scenes added, runs/add_scene.py) keeps the tables' rows and
+tower slices of those scenes' components as they were (`freezing.keep_frozen`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -49,14 +50,16 @@ def dropout(rng: jax.Array, rate: float, rows: dict, dense: jax.Array,
 
 
 def make_update_fn(model, tx: optim.PhaseOptimizer, phase: str,
-                   phase_config: ml_collections.ConfigDict, seed: int = 0):
+                   phase_config: ml_collections.ConfigDict, seed: int = 0,
+                   frozen_scenes: Sequence[str] = ()):
   """`make_update` on one device: jitted, the state donated."""
-  return jax.jit(make_update(model, tx, phase, phase_config, seed), donate_argnums=0)
+  return jax.jit(make_update(model, tx, phase, phase_config, seed, frozen_scenes=frozen_scenes),
+                 donate_argnums=0)
 
 
 def make_update(model, tx: optim.PhaseOptimizer, phase: str,
                 phase_config: ml_collections.ConfigDict, seed: int = 0,
-                axis_name: str | None = None):
+                axis_name: str | None = None, frozen_scenes: Sequence[str] = ()):
   """A pure `update(state, batch) -> (state, measurements)` for one phase, not jitted.
 
   axis_name: the update runs inside a map over devices (`jax.pmap`), each device holding
@@ -65,9 +68,10 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str,
   gradients of every device before the row-wise table update, so every device applies the
   one-device update of the whole batch: duplicates across devices are merged exactly as
   duplicates within a batch. Measurements are the whole batch's.
+  frozen_scenes: names of the scenes whose components it keeps (`freezing.keep_frozen`).
   """
   loss_from_rows, loss_from_tables = make_losses(model, phase, phase_config, seed, axis_name)
-  frozen = freezing.scene_indices(model, phase, phase_config.get("frozen_scenes", ()))
+  frozen = freezing.scene_indices(model, phase, frozen_scenes)
   row_wise = make_row_wise(model, tx, phase, loss_from_rows, axis_name)
 
   def update(state: train_state.State, batch) -> tuple[train_state.State, dict]:

@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 import jax
 import ml_collections
 from mtms_jax import checkpoint, models, optim, parallel, rundir
@@ -32,12 +32,23 @@ from mtms_jax.train import step as step_lib
 from mtms_jax.train import train_state
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       save_predictions: bool = False,
+                       warm_start: resume.WarmStart = resume.load_subtrees,
+                       frozen_scenes: Mapping[str, Sequence[str]] | None = None
+                       ) -> dict[str, float]:
   """Trains `config` into `workdir` and returns the flat results dict (also results.json).
 
   Rerun with the same config and workdir, it resumes from the workdir's latest checkpoint.
   results.json holds only what the run computes; wall-clock seconds and where the run
   resumed or warm-started from go to run.json.
+
+  Args:
+    save_predictions: also save the test day's predictions (test_predictions.npz), for the
+      paired significance tests of a comparison (runs/compare.py).
+    warm_start: how config.init_from is loaded into the fresh parameters.
+    frozen_scenes: phase -> the scenes (names) whose components its updates keep as they
+      are (`freezing.keep_frozen`; runs/add_scene.py).
   """
   # Process 0 of a multi-process run writes the run's files; the others their own copies
   # in process<i>/ (checkpoints are one, written together).
@@ -46,11 +57,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   data = registry.load_data(config.data)
   days = validation.split(config, data)
   early_stopping.check_validation_metrics(config, days.val)
-  parts = assemble(config, data.schema, days)
+  parts = assemble(config, data.schema, days, frozen_scenes or {})
   with checkpoint.Checkpoints(workdir, config.checkpoint) as checkpoints:
     start = (resume.restore(checkpoints, parts.identity, parts.abstract_state, parts.batches,
                             parts.stopping)
-             or resume.initialize(config, parts.model, parts.txs, parts.abstract_state))
+             or resume.initialize(config, parts.model, parts.txs, parts.abstract_state,
+                                  warm_start))
     start.state = jax.device_put(start.state, parts.shardings)
     with open(os.path.join(logdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
@@ -60,9 +72,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       runner = loop.Loop(config, parts.segments, parts.update_fns, parts.batches,
                          parts.evaluator, parts.stopping, saver, writer)
       state = runner.run(start)
-      predictions = None
-      if config.get("save_predictions", False):   # for compare.py's paired significance tests
-        predictions = os.path.join(logdir, "test_predictions.npz")
+      predictions = os.path.join(logdir, "test_predictions.npz") if save_predictions else None
       results = final_results(config, parts.evaluator, state, days.test, predictions)
       writer.write(runner.total, results, day=config.test_day, phase="eval")
     best_step = checkpoints.best_step()
@@ -93,8 +103,8 @@ class Parts:
   identity: resume.Identity
 
 
-def assemble(config: ml_collections.ConfigDict, schema: FeatureSchema, days: validation.Split
-             ) -> Parts:
+def assemble(config: ml_collections.ConfigDict, schema: FeatureSchema, days: validation.Split,
+             frozen_scenes: Mapping[str, Sequence[str]]) -> Parts:
   """The run's parts; raises on a config the data or devices cannot take, before training."""
   plan = parallel.make_plan(config)
   model = models.get_model(schema, parallel.model_config(plan, config.model))
@@ -106,8 +116,9 @@ def assemble(config: ml_collections.ConfigDict, schema: FeatureSchema, days: val
                                   init_rng)
   parallel.check_tables(plan, abstract_state["params"])
   shardings = parallel.state_shardings(plan, abstract_state)
-  update_fns = {phase: parallel.compile_update(plan, update_factory(model, tx, phase, config),
-                                               shardings)
+  update_fns = {phase: parallel.compile_update(
+                    plan, update_factory(model, tx, phase, config, frozen_scenes.get(phase, ())),
+                    shardings)
                 for phase, tx in txs.items()}
   batches = schedule.Batches(segments, days.train, config.batch_size, config.seed,
                              parallel.process_share(),
@@ -120,10 +131,11 @@ def assemble(config: ml_collections.ConfigDict, schema: FeatureSchema, days: val
                resume.Identity.of(config, schema, segments))
 
 
-def update_factory(model, tx, phase: str, config: ml_collections.ConfigDict):
+def update_factory(model, tx, phase: str, config: ml_collections.ConfigDict,
+                   frozen_scenes: Sequence[str] = ()):
   """axis_name -> the phase's pure update (`step.make_update`), for `parallel.compile_update`."""
   return lambda axis_name: step_lib.make_update(model, tx, phase, config.phases[phase],
-                                                config.seed, axis_name)
+                                                config.seed, axis_name, frozen_scenes)
 
 
 def final_results(config: ml_collections.ConfigDict, evaluator: validation.Evaluator, state,
