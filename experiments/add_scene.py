@@ -9,7 +9,7 @@ scene1), then warm-starts from it with scene1 added.
 
 In `<workdir>/added` the old scene's tables and towers are copied by scene name into the
 two-scene model (scene1's components start fresh), the embedding phase trains with scene0's
-components frozen (`phases.embedding.frozen_scenes`: bitwise unchanged, so the new scene
+components frozen (`frozen_scenes` of the embedding phase: bitwise unchanged, so the new scene
 cannot disturb what the old one learnt), and the ranking network, fresh, is fine-tuned on
 both scenes. Expect scene0's test AUCs close to the base run's (`base/test/scene0/...` in
 results.json) and scene1's close to the quickstart's.

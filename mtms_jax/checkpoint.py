@@ -5,16 +5,20 @@ the items:
 
   state     the train state {'params', 'opt': {phase: optax state}, 'step'}
   data      the grain iterator of the day in progress (its position in that day's batches)
-  progress  JSON: step, day, round, phase and segment index of the schedule, the whole
-            schedule, the warm-start source and the training seconds so far
+  progress  JSON: where the run stands (the trainer's `train.progress.Progress`); this module
+            saves and reads it back without looking inside
   config    JSON: the run's config
   schema    JSON: the feature schema
   metrics   (orbax's) {best_metric: value}, when a best checkpoint is tracked
   best      the best parameters so far of the phase in progress, when it is stopped early
-            and restores them (`validation.EarlyStopping`); its score is in progress
+            and restores them (`train.early_stopping`); its score is in progress
 
 There is no RNG item: the update is deterministic, and the data order is a function of the
 seed, the day and the iterator's position.
+
+A restore reads a checkpoint in two steps: its JSON items first (`Saved`), from which the
+caller checks that it is this run's and builds what the arrays are restored into (`Into`:
+the data iterator to position, the shapes of `best`); then its arrays.
 
 Saves are asynchronous: `save` returns once the arrays are copied to host memory, and orbax
 writes them in a thread into a temporary folder that it renames when complete, so a killed
@@ -39,7 +43,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
-from mtms_jax import pytree
+from mtms_jax import errors, pytree
 from mtms_jax.errors import UserError
 from mtms_jax.schema import FeatureSchema
 
@@ -49,23 +53,37 @@ STATE, DATA, PROGRESS, CONFIG, SCHEMA, BEST = ("state", "data", "progress", "con
                                               "best")
 
 
+@dataclasses.dataclass(frozen=True)
+class Saved:
+  """The JSON items of a checkpoint, read before its arrays."""
+  step: int
+  progress: dict
+  config: dict
+  schema: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Into:
+  """What a checkpoint's arrays are restored into: a fresh iterator of the data it was
+  reading, to position, and the shapes and dtypes of its `best` item (None: it has none)."""
+  iterator: grain.DatasetIterator
+  best: Any = None
+
+
 @dataclasses.dataclass
 class Restored:
-  """A checkpoint read back: the train state and the iterator positioned where it stopped."""
-  step: int
+  """A checkpoint read back: its JSON items, the train state, the iterator positioned
+  where it stopped, and its `best` item, if any."""
+  saved: Saved
   state: dict
   iterator: grain.DatasetIterator
-  progress: dict
   best: dict | None = None
 
 
 def manager_options(config: ml_collections.ConfigDict) -> ocp.CheckpointManagerOptions:
   """Async saves; keep the last `config.keep` and the best by `config.best_metric` (if set)."""
-  if config.keep < 1:
-    raise ValueError(f"config.checkpoint.keep={config.keep}: keep at least 1 checkpoint")
-  if config.best_mode not in ("max", "min"):
-    raise ValueError(f"config.checkpoint.best_mode={config.best_mode!r}; expected 'max' or "
-                     "'min'")
+  errors.expect(config.keep >= 1, "config.checkpoint.keep", config.keep, "> 0")
+  errors.expect_choice("config.checkpoint.best_mode", config.best_mode, ("max", "min"))
   policies = [checkpoint_managers.LatestN(config.keep)]
   best_fn = None
   if config.best_metric:
@@ -118,50 +136,47 @@ class Checkpoints:
       return value
     return float("-inf") if self.config.best_mode == "max" else float("inf")
 
-  def restore_latest(self, abstract_state, make_iterator: Callable[[int], Any],
-                     check: Callable[[dict, dict, dict], None],
-                     abstract_best: Callable[[dict], Any] = lambda progress: None
-                     ) -> Restored | None:
+  def restore_latest(self, abstract_state, into: Callable[[Saved], Into]) -> Restored | None:
     """The newest readable checkpoint, or None if there is none.
 
     Args:
       abstract_state: shapes and dtypes of the train state (`jax.eval_shape`).
-      abstract_best: progress -> shapes and dtypes of its `best` item, None if it has none.
-      make_iterator: index of the schedule segment in progress -> a fresh iterator of its
-        batches, to restore the position into.
-      check: (progress, config, schema) -> None; raises if the checkpoint belongs to another
-        run (config, schema or schedule differ). Its errors are not taken for corruption.
+      into: a checkpoint's JSON items -> what to restore its arrays into; raises if the
+        checkpoint belongs to another run (config, schema or schedule differ). Its errors
+        are not taken for corruption.
 
     A checkpoint that cannot be read is moved to `<workdir>/corrupt_checkpoints/` with a
     warning, and the next older one is tried.
     """
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        meta = self.manager.restore(step, args=ocp.args.Composite(
-            **{k: ocp.args.JsonRestore() for k in (PROGRESS, CONFIG, SCHEMA)}))
-        saved_tree = self.manager.item_metadata(step)[STATE]
-        if saved_tree is None:
-          raise ValueError(f"no metadata for item {STATE!r}")
+        saved, saved_tree = self._read_json(step)
       except Exception as e:  # any read error: a half-written or damaged checkpoint
         self._set_aside(step, e)
         continue
-      check(meta[PROGRESS], meta[CONFIG], meta[SCHEMA])
+      target = into(saved)
       check_tree(abstract_state, saved_tree, f"checkpoint {self._step_dir(step)} (written by "
                  "other model code? resume needs the same code; use a new --workdir)")
-      progress = meta[PROGRESS]
-      iterator = make_iterator(progress["segment"])
       restore = {STATE: ocp.args.StandardRestore(abstract_state),
-                 DATA: grain.checkpoint.CheckpointRestore(iterator)}
-      best = abstract_best(meta[PROGRESS])
-      if best is not None:
-        restore[BEST] = ocp.args.StandardRestore(best)
+                 DATA: grain.checkpoint.CheckpointRestore(target.iterator)}
+      if target.best is not None:
+        restore[BEST] = ocp.args.StandardRestore(target.best)
       try:
         items = self.manager.restore(step, args=ocp.args.Composite(**restore))
       except Exception as e:
         self._set_aside(step, e)
         continue
-      return Restored(step, items[STATE], items[DATA], meta[PROGRESS], items.get(BEST))
+      return Restored(saved, items[STATE], items[DATA], items.get(BEST))
     return None
+
+  def _read_json(self, step: int) -> tuple[Saved, Any]:
+    """The JSON items of checkpoint `step`, and the metadata of its state."""
+    meta = self.manager.restore(step, args=ocp.args.Composite(
+        **{k: ocp.args.JsonRestore() for k in (PROGRESS, CONFIG, SCHEMA)}))
+    saved_tree = self.manager.item_metadata(step)[STATE]
+    if saved_tree is None:
+      raise ValueError(f"no metadata for item {STATE!r}")
+    return Saved(step, meta[PROGRESS], meta[CONFIG], meta[SCHEMA]), saved_tree
 
   def _step_dir(self, step: int) -> str:
     return os.path.join(str(self.manager.directory), str(step))
@@ -267,9 +282,8 @@ def warm_start(path: str, params: dict, schema: dict, subtrees) -> tuple[dict, d
   """
   subtrees = tuple(subtrees)
   unknown = sorted(set(subtrees) - set(params))
-  if not subtrees or unknown:
-    raise ValueError(f"config.init_load={subtrees}: expected a non-empty subset of the "
-                     f"params' top-level keys {sorted(params)}")
+  errors.expect(subtrees and not unknown, "config.init_load", subtrees,
+                f"a non-empty subset of the params' top-level keys {sorted(params)}")
   step_dir, saved_schema = saved_schema_of(path)
   check_same("feature schema", f"init_from checkpoint {step_dir}", saved_schema,
              json.loads(json.dumps(schema)), "Warm starts need the same fields, "

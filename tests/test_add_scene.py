@@ -13,6 +13,7 @@ from mtms_jax.errors import UserError
 from mtms_jax.data import registry
 from mtms_jax import optim
 from mtms_jax.runs import add_scene
+from mtms_jax.train import freezing
 from mtms_jax.train import train_state
 from mtms_jax.train import step as step_lib
 
@@ -66,8 +67,7 @@ def test_old_scene_is_bitwise_unchanged_after_adding_a_scene(added_run):
 @pytest.mark.parametrize("frozen", [("scene0",), ()])
 def test_embedding_phase_updates_only_unfrozen_scenes(added_run, frozen):
   workdir, config, _ = added_run
-  run_config = add_scene.added_scenes_config(config, str(workdir / "base"), ("scene0",))
-  run_config.phases.embedding.frozen_scenes = frozen
+  run_config = add_scene.added_scenes_config(config, str(workdir / "base"))
   data = registry.load_data(run_config.data).days([0])
   model = models.get_model(data.schema, run_config.model)
   params, _ = checkpoint.warm_start_new_scenes(
@@ -75,7 +75,8 @@ def test_embedding_phase_updates_only_unfrozen_scenes(added_run, frozen):
       lambda schema: models.get_model(schema, run_config.model))
   before = scene_parts(model, params["embedding"], 0)
   txs = optim.make_phase_txs(run_config, model, params)
-  update = step_lib.make_update_fn(model, txs["embedding"], "embedding", run_config.phases.embedding)
+  update = step_lib.make_update_fn(model, txs["embedding"], "embedding",
+                                   run_config.phases.embedding, frozen_scenes=frozen)
   state = train_state.init_state(params, txs)
   for start in (0, 64, 128):
     batch = {k: v[start:start + 64] for k, v in data.columns.items()}
@@ -88,13 +89,10 @@ def test_embedding_phase_updates_only_unfrozen_scenes(added_run, frozen):
 
 def test_frozen_scenes_must_name_scenes_of_the_data():
   config = add_scene_experiment.get_config("smoke")
-  phase = config.phases.embedding.to_dict()
-  phase["frozen_scenes"] = ("feed",)
   model = models.get_model(registry.load_data(config.data).schema, config.model)
   with pytest.raises(UserError, match=r"\['feed'\] are not scenes"):
-    step_lib.frozen_scene_indices(model, "embedding", phase)
-  phase["frozen_scenes"] = ("scene0",)
+    freezing.scene_indices(model, "embedding", ("feed",))
   shared = models.get_model(model.schema,
                             ml_collections.ConfigDict({**config.model, "sharing": "all"}))
   with pytest.raises(UserError, match="every scene shares one component"):
-    step_lib.frozen_scene_indices(shared, "embedding", phase)
+    freezing.scene_indices(shared, "embedding", ("scene0",))

@@ -21,6 +21,7 @@ import pytest
 from experiments import common
 from mtms_jax import checkpoint
 from mtms_jax.train import loop
+from mtms_jax.train import progress as progress_lib
 from mtms_jax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -97,6 +98,8 @@ def test_checkpoint_holds_the_run_and_keeps_latest_and_best(smoke_run):
                                           checkpoint.SCHEMA)}))
   progress = items[checkpoint.PROGRESS]
   assert (progress["day"], progress["phase"], progress["segment"]) == (2, "ranking", 5)
+  # The typed record reads and writes exactly the keys the item holds.
+  assert progress_lib.Progress.from_json(progress).to_json() == progress
   assert items[checkpoint.CONFIG] == json.loads((smoke_run / "config.json").read_text())
   assert items[checkpoint.SCHEMA] == json.loads(
       (smoke_run / "feature_schema.json").read_text())

@@ -81,7 +81,7 @@ def test_summary_matches_the_runs_on_disk(table1_run):
 def test_rerun_reuses_runs_and_rejects_a_changed_config(table1_run, monkeypatch):
   config, workdir, summary = table1_run
 
-  def no_training(*args):
+  def no_training(*args, **kwargs):
     raise AssertionError("a complete run was trained again")
 
   monkeypatch.setattr(trainer, "train_and_evaluate", no_training)

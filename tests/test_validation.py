@@ -66,7 +66,8 @@ def test_validation_that_overlaps_training_or_test_is_refused(tiny_data, fields,
 
 
 def _stopper(mode="min", patience=2, min_delta=0.0):
-  return early_stopping.EarlyStopping(mode, patience, min_delta, restore_best=True)
+  return early_stopping.EarlyStopping(mode, patience, min_delta, restore_best=True,
+                                      trained=("ranking",))
 
 
 def test_early_stopping_counts_evaluations_without_improvement():
@@ -142,7 +143,7 @@ def test_phase_stops_early_and_returns_to_its_best_parameters(stopped_run):
   best = int(np.argmin(scores))
   assert 0 < best == len(scores) - 3 and min(scores[-2:]) >= scores[best]
   # ... and back at the parameters of its best evaluation: its score is the final model's.
-  final = early_stopping.phase_loss(results, _overfitting_config().phases.joint)
+  final = validation.phase_loss(results, _overfitting_config().phases.joint)
   assert final == pytest.approx(scores[best], rel=1e-6)
 
 
@@ -166,7 +167,7 @@ def test_early_stopped_run_resumes_exactly(stopped_run, tmp_path, monkeypatch):
 def test_restore_best_off_keeps_the_last_parameters(tmp_path):
   config = _overfitting_config(restore_best=False)
   results = trainer.train_and_evaluate(config, str(tmp_path))
-  final = early_stopping.phase_loss(results, config.phases.joint)
+  final = validation.phase_loss(results, config.phases.joint)
   scores = _early_stopping_scores(tmp_path)
   assert final == pytest.approx(scores[-1], rel=1e-6) and final > min(scores)
 

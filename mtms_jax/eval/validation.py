@@ -9,16 +9,22 @@
              sample of rows drawn independently (the synthetic data sets).
 At most `max_rows` of them are scored, evenly spaced, so an evaluation costs the same on
 any data size.
+
+`Evaluator` scores parameters on those rows: the metrics that rank checkpoints, and each
+phase's early-stopping score.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 import ml_collections
 import numpy as np
-from mtms_jax import errors
+from mtms_jax import errors, losses
 from mtms_jax.data import Dataset
 from mtms_jax.errors import UserError
+from mtms_jax.eval import metrics
+from mtms_jax.eval import prediction
 
 
 # The split
@@ -77,3 +83,50 @@ def cap_rows(data: Dataset, max_rows: int) -> Dataset:
     return data
   rows = np.linspace(0, len(data) - 1, max_rows).round().astype(np.int64)
   return data.take(rows, name=f"{data.name}[{max_rows} evenly spaced rows]")
+
+
+# Scoring on the validation rows
+def phase_loss(results: Mapping[str, float], phase_config: ml_collections.ConfigDict,
+               split_name: str = "val") -> float:
+  """The phase's training loss evaluated on a report: the weighted sum, over the tasks of its
+  loss spec, of each task's mean log loss on its rows (CVR on clicked rows), as in training."""
+  weights = dict(phase_config.get("loss_weights", {}))
+  return sum(weights.get(t, 1.0) * results[f"{split_name}/all/{t}/logloss"]
+             for t in losses.parse_loss(phase_config.loss))
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+  """Scores parameters on the validation rows `rows`."""
+  rows: Dataset
+  phases: ml_collections.ConfigDict          # config.phases: each one's loss and early stopping
+  batch_size: int
+  predict_fn: Callable                       # the model's predictions, each task from its phase
+  phase_predict_fns: Mapping[str, Callable]  # phase -> the predictions of its own outputs
+
+  @classmethod
+  def of(cls, config: ml_collections.ConfigDict, model, rows: Dataset) -> Evaluator:
+    """The evaluator of `model` trained by `config`'s schedule."""
+    return cls(rows, config.phases, config.eval_batch_size,
+               prediction.make_predict_fn(model, prediction.prediction_phases(config, model)),
+               {phase: prediction.make_predict_fn(model, phase)
+                for phase in config.schedule.order})
+
+  def metrics(self, params) -> dict:
+    """The model's validation metrics ('val/<scene>/<task>/<metric>'): they rank checkpoints."""
+    return self._report(self.predict_fn, params)
+
+  def phase_score(self, phase: str, params) -> tuple[float, dict]:
+    """The phase's early-stopping score on the validation rows, and what to log of it."""
+    report = self._report(self.phase_predict_fns[phase], params)
+    es = self.phases[phase].early_stopping
+    score = (phase_loss(report, self.phases[phase]) if es.metric == "loss"
+             else report[es.metric])
+    scalars = {f"val/{phase}/{es.metric.replace('/', '_')}": score}
+    scalars.update({f"val/{phase}/{task}/auc": report[f"val/all/{task}/auc"]
+                    for task in self.rows.schema.metric_tasks})
+    return score, scalars
+
+  def _report(self, predict_fn, params) -> dict:
+    probs = prediction.predict(predict_fn, params, self.rows, self.batch_size)
+    return metrics.report("val", self.rows.columns, probs, self.rows.schema.scenes)

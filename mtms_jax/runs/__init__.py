@@ -62,9 +62,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   return _call(kind(config), config, workdir)
 
 
-def run_one(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """One run of a comparison or sweep: day by day, with added scenes, or a single run."""
-  return _call(kind(config, ONE_RUN), config, workdir)
+def run_one(config: ml_collections.ConfigDict, workdir: str, **options) -> dict[str, float]:
+  """One run of a comparison or sweep: day by day, with added scenes, or a single run;
+  `options` go to its function (save_predictions)."""
+  return _call(kind(config, ONE_RUN), config, workdir, **options)
 
 
 def run_sweep(config: ml_collections.ConfigDict, points: list[dict], workdir: str,
@@ -74,5 +75,5 @@ def run_sweep(config: ml_collections.ConfigDict, points: list[dict], workdir: st
   return _call(SWEEP, config, points, workdir, source)
 
 
-def _call(entry: Kind, *args):
-  return getattr(importlib.import_module(entry.module), entry.function)(*args)
+def _call(entry: Kind, *args, **options):
+  return getattr(importlib.import_module(entry.module), entry.function)(*args, **options)

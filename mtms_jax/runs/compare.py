@@ -94,7 +94,7 @@ def run_config(config: ml_collections.ConfigDict, name: str, k: int
   shared = config.to_dict()
   row = shared.pop("compare")["rows"][name]
   shared.update(model=row["model"], schedule=row["schedule"], phases=row["phases"],
-                seed=config.seed + k, save_predictions=True)
+                seed=config.seed + k)
   shared["data"]["scenes"] = tuple(row["scenes"])
   return ml_collections.ConfigDict(shared)
 
@@ -104,7 +104,7 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else trained (or resumed)."""
   results = rundir.finished_results(workdir, config, needs=(rundir.PREDICTIONS,))
   if results is None:
-    results = runs.run_one(config, workdir)
+    results = runs.run_one(config, workdir, save_predictions=True)   # for the paired tests
   # Wall-clock time lives in run.json, apart from the results, which are reproducible.
   return {**results, "train_seconds": rundir.read_json(workdir, rundir.RUN_INFO)["train_seconds"]}
 

@@ -50,9 +50,11 @@ def day_configs(config: ml_collections.ConfigDict, workdir: str
   return runs
 
 
-def train_day_by_day(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_day_by_day(config: ml_collections.ConfigDict, workdir: str, *,
+                     save_predictions: bool = False) -> dict[str, float]:
   """Runs `day_configs`, each in `<workdir>/day<T>/` (finished days, by
-  `rundir.finished_results`, are read back, not rerun).
+  `rundir.finished_results`, are read back, not rerun); save_predictions as in
+  `trainer.train_and_evaluate`, for every day.
 
   results.json holds every day's results under 'day<T>/' ('day5/test/scene0/cvr/auc') and the
   last day's again without the prefix; metrics_over_days.png plots test AUC per day.
@@ -62,7 +64,8 @@ def train_day_by_day(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   for day, day_workdir, day_config in day_configs(config, workdir):
     day_results = rundir.finished_results(day_workdir, day_config)
     if day_results is None:
-      day_results = trainer.train_and_evaluate(day_config, day_workdir)
+      day_results = trainer.train_and_evaluate(day_config, day_workdir,
+                                               save_predictions=save_predictions)
     else:
       print(f"Day {day}: finished earlier, results read from "
             f"{rundir.path(day_workdir, rundir.RESULTS)}.")

@@ -1,35 +1,30 @@
 """Early stopping of a phase on the validation rows.
 
 `EarlyStopping` follows one run of one phase (a schedule segment): every `eval_every` steps
-it scores the phase's model on the validation rows, keeps a copy of the best parameters the
-phase trains, and says when `patience` evaluations in a row have not improved on the best
-by `min_delta`. The segment then ends, and (with `restore_best`) goes back to its best
+the phase's model is scored on the validation rows; it keeps a copy of the best parameters
+the phase trains, and says when `patience` evaluations in a row have not improved on the
+best by `min_delta`. The segment then ends, and (with `restore_best`) goes back to its best
 parameters. Everything it holds is saved in checkpoints, so a resumed run stops where an
 uninterrupted one would.
+
+`Policy` is the one place that knows how a run's segments stop early: it starts a
+segment's EarlyStopping, scores its phase, and rebuilds it from a checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from mtms_jax import losses
 from mtms_jax.data import Dataset
 from mtms_jax.errors import UserError
 from mtms_jax.eval import metrics
-
-
-def phase_loss(results: Mapping[str, float], phase_config: ml_collections.ConfigDict,
-               split_name: str = "val") -> float:
-  """The phase's training loss evaluated on a report: the weighted sum, over the tasks of its
-  loss spec, of each task's mean log loss on its rows (CVR on clicked rows), as in training."""
-  weights = dict(phase_config.get("loss_weights", {}))
-  return sum(weights.get(t, 1.0) * results[f"{split_name}/all/{t}/logloss"]
-             for t in losses.parse_loss(phase_config.loss))
+from mtms_jax.train import progress as progress_lib
+from mtms_jax.train import schedule
 
 
 LOWER_IS_BETTER = ("loss", "logloss", "mae")
@@ -61,22 +56,25 @@ def copy_tree(tree):
 class EarlyStopping:
   """The early-stopping state of one segment; see the module docstring.
 
-  best_params holds the segment's trained subtrees ({key: params[key]}) at its best
-  evaluation, when restore_best is set.
+  best_params holds the subtrees the segment's phase trains ({key: params[key] for key in
+  trained}) at its best evaluation, when restore_best is set.
   """
   mode: str
   patience: int
   min_delta: float
   restore_best: bool
+  trained: tuple[str, ...] = ()       # the params keys the phase trains
   best_score: float = math.nan
   best_step: int = -1
   bad_evals: int = 0
   best_params: dict | None = None
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> EarlyStopping:
+  def from_config(cls, config: ml_collections.ConfigDict, trained: tuple[str, ...] = ()
+                  ) -> EarlyStopping:
     es = config.early_stopping
-    return cls(metric_mode(es.metric, es.mode), es.patience, es.min_delta, es.restore_best)
+    return cls(metric_mode(es.metric, es.mode), es.patience, es.min_delta, es.restore_best,
+               tuple(trained))
 
   def improved(self, score: float) -> bool:
     if math.isnan(score):
@@ -87,16 +85,20 @@ class EarlyStopping:
       return score < self.best_score - self.min_delta
     return score > self.best_score + self.min_delta
 
-  def update(self, score: float, step: int, trained: dict) -> bool:
-    """Records an evaluation at `step` (steps into the segment) of parameters `trained`;
-    returns whether the segment should stop."""
+  def update(self, score: float, step: int, params: dict) -> bool:
+    """Records an evaluation at `step` (steps into the segment) of `params`; returns
+    whether the segment should stop."""
     if self.improved(score):
       self.best_score, self.best_step, self.bad_evals = score, step, 0
       if self.restore_best:
-        self.best_params = copy_tree(trained)
+        self.best_params = copy_tree({k: params[k] for k in self.trained})
       return False
     self.bad_evals += 1
     return 0 < self.patience <= self.bad_evals
+
+  def end(self, params: dict) -> dict:
+    """The parameters the segment ends with: back to its best if it keeps them."""
+    return params if self.best_params is None else {**params, **self.best_params}
 
   def to_json(self) -> dict:
     """What a checkpoint's progress item keeps (best_params are saved as their own item)."""
@@ -107,6 +109,46 @@ class EarlyStopping:
   def load_json(self, saved: Mapping):
     self.best_score = math.nan if saved["best_score"] is None else saved["best_score"]
     self.best_step, self.bad_evals = saved["best_step"], saved["bad_evals"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+  """How the segments of a run stop early: each phase's config.phases.<phase>.early_stopping,
+  the params keys it trains, and its score on the validation rows."""
+  phases: ml_collections.ConfigDict                 # config.phases
+  trained: Mapping[str, tuple[str, ...]]            # phase -> the params keys it trains
+  score: Callable[[str, dict], tuple[float, dict]]  # (phase, params) -> score, what to log
+
+  def start(self, segment: schedule.Segment, params: dict) -> EarlyStopping | None:
+    """A fresh EarlyStopping for `segment` (None if it is never scored), its first
+    candidate the parameters it starts from (scored, not logged: a resumed run could not
+    log it at the same place)."""
+    if not segment.eval_every:
+      return None
+    stopper = self._new(segment.phase)
+    stopper.update(self.score(segment.phase, params)[0], 0, params)
+    return stopper
+
+  def restore(self, progress: progress_lib.Progress, best: dict | None
+              ) -> EarlyStopping | None:
+    """The EarlyStopping a checkpoint at `progress` saved, with its `best` item."""
+    if not progress.early_stopping:
+      return None
+    stopper = self._new(progress.phase)
+    stopper.load_json(progress.early_stopping)
+    stopper.best_params = best
+    return stopper
+
+  def abstract_best(self, progress: progress_lib.Progress, abstract_params: dict
+                    ) -> dict | None:
+    """Shapes and dtypes of the best parameters a checkpoint at `progress` holds, if any."""
+    saved = progress.early_stopping
+    if not saved or not saved["has_best_params"]:
+      return None
+    return {k: abstract_params[k] for k in self.trained[progress.phase]}
+
+  def _new(self, phase: str) -> EarlyStopping:
+    return EarlyStopping.from_config(self.phases[phase], self.trained[phase])
 
 
 def check_validation_metrics(config: ml_collections.ConfigDict, val_data: Dataset):

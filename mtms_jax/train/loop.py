@@ -11,7 +11,6 @@ import math
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 import grain
 import jax
@@ -20,10 +19,11 @@ import ml_collections
 import numpy as np
 import tqdm
 from mtms_jax import checkpoint
-from mtms_jax.train import early_stopping
 from mtms_jax import rundir
+from mtms_jax.eval import validation
+from mtms_jax.train import early_stopping
+from mtms_jax.train import resume
 from mtms_jax.train import schedule
-from mtms_jax.train import train_state
 
 
 # Tests only: 'STEP:SIGNAL', e.g. '7:KILL' or '12:TERM', makes the loop send itself SIGSIGNAL
@@ -95,24 +95,17 @@ class Loop:
   A segment stopped early jumps to its end, so positions, not updates done, number the
   logs and checkpoints, and a resumed run finds its place in the schedule from its step.
   """
-  config: ml_collections.ConfigDict
-  workdir: str
-  schedule: list[schedule.Segment]
-  update_fns: dict
-  make_iterator: Callable[[int], grain.DatasetIterator]   # segment index -> its batches
-  checkpoints: checkpoint.Checkpoints
+  config: ml_collections.ConfigDict          # log_every, checkpoint.every_steps and best_metric
+  segments: list[schedule.Segment]
+  update_fns: dict[str, Callable]            # phase -> its compiled update
+  batches: schedule.Batches
+  evaluator: validation.Evaluator            # validation metrics, to rank checkpoints
+  stopping: early_stopping.Policy
+  saver: resume.Saver
   writer: rundir.RunWriter
-  score_val: Callable[[dict], dict]            # params -> validation metrics of the model
-  score_phase: Callable[[str, dict], tuple[float, dict]]  # (phase, params) -> score, scalars
-  trained: dict[str, tuple[str, ...]]          # phase -> the params keys it trains
-  identity: dict                               # {'config', 'schema', 'schedule'} as JSON
-  warm_start: dict | None
-  seconds_before: float                        # training time of earlier sessions
 
   def __post_init__(self):
-    self.starts = np.cumsum([0] + [s.steps for s in self.schedule]).tolist()
-    self.session_start = time.time()
-    self.stopper = None                        # the segment in progress's EarlyStopping
+    self.starts = np.cumsum([0] + [s.steps for s in self.segments]).tolist()
     signal_at = os.environ.get(TEST_SIGNAL_ENV)
     self.signal_at = None
     if signal_at:
@@ -123,26 +116,21 @@ class Loop:
   def total(self) -> int:
     return self.starts[-1]
 
-  def train_seconds(self) -> float:
-    return self.seconds_before + time.time() - self.session_start
-
-  def run(self, state, step: int, batches=None,
-          stopper: early_stopping.EarlyStopping | None = None):
-    """Trains from `step` to the end; `batches` and `stopper` are the iterator (positioned
-    at `step`) and early-stopping state of the segment `step` lies inside, if any."""
+  def run(self, start: resume.Start):
+    """Trains from `start` to the end of the schedule; returns the final state."""
+    state, step, batches, stopper = start.state, start.step, start.batches, start.stopper
     progress = tqdm.tqdm(total=self.total, initial=step, unit="step", dynamic_ncols=True,
                          mininterval=1.0)
     pending = []
     with StopSignals() as stop:
-      for index, segment in enumerate(self.schedule):
-        start, end = self.starts[index], self.starts[index + 1]
+      for index, segment in enumerate(self.segments):
+        begin, end = self.starts[index], self.starts[index + 1]
         if step >= end:
           continue
-        if step == start:
-          batches = self.make_iterator(index)
+        if step == begin:
+          batches = self.batches.iterator(index)
+          stopper = self.stopping.start(segment, state["params"])
         progress.set_description(f"day {segment.day} {segment.phase}")
-        self.stopper = stopper if step > start else self.start_segment(segment, state)
-        stopper = None
         while step < end:
           batch = next(batches)
           # The input pipeline placed the batch on the devices (parallel.place_batch) and the
@@ -156,49 +144,30 @@ class Loop:
             check_losses(pending)
             pending = []
             self.log(step, segment, measurements, progress)
-          if self.stopper and ((step - start) % segment.eval_every == 0 or step == end):
-            if self.evaluate(state, step, start, segment):
+          if stopper and ((step - begin) % segment.eval_every == 0 or step == end):
+            if self.evaluate(stopper, state, step, begin, segment):
               progress.update(end - step)
               step = end
-          if step == end:
-            state = self.end_segment(state)
+          if step == end and stopper:
+            state = {**state, "params": stopper.end(state["params"])}
+            stopper = None
           if self.scheduled_save(step) or stop.signum:
             check_losses(pending)
             pending = []
-            self.save(state, step, index, batches)
+            self.save(state, step, index, batches, stopper)
           if stop.signum:
             progress.close()
-            raise Interrupted(stop.signum, step, self.workdir)
+            raise Interrupted(stop.signum, step, self.saver.checkpoints.workdir)
           progress.update(1)
     progress.close()
     return state
 
-  def start_segment(self, segment: schedule.Segment, state) -> early_stopping.EarlyStopping | None:
-    """A fresh EarlyStopping for `segment`, its first candidate the parameters it starts
-    from (scored, not logged: a resumed run could not log it at the same place)."""
-    if not segment.eval_every:
-      return None
-    stopper = early_stopping.EarlyStopping.from_config(self.config.phases[segment.phase])
-    score, _ = self.score_phase(segment.phase, state["params"])
-    stopper.update(score, 0, self.trained_params(segment.phase, state["params"]))
-    return stopper
-
-  def evaluate(self, state, step: int, start: int, segment: schedule.Segment) -> bool:
+  def evaluate(self, stopper: early_stopping.EarlyStopping, state, step: int, begin: int,
+               segment: schedule.Segment) -> bool:
     """Scores the segment's model on the validation rows; returns whether to stop it."""
-    score, scalars = self.score_phase(segment.phase, state["params"])
+    score, scalars = self.stopping.score(segment.phase, state["params"])
     self.writer.write(step, scalars, day=segment.day, phase="early_stopping")
-    return self.stopper.update(score, step - start,
-                               self.trained_params(segment.phase, state["params"]))
-
-  def trained_params(self, phase: str, params: dict) -> dict:
-    return {k: params[k] for k in self.trained[phase]}
-
-  def end_segment(self, state):
-    """Ends the segment in progress: back to its best parameters if it keeps them."""
-    stopper, self.stopper = self.stopper, None
-    if stopper is None or stopper.best_params is None:
-      return state
-    return {**state, "params": {**state["params"], **stopper.best_params}}
+    return stopper.update(score, step - begin, state["params"])
 
   def scheduled_save(self, step: int) -> bool:
     return step % self.config.checkpoint.every_steps == 0 or step == self.total
@@ -213,24 +182,18 @@ class Loop:
     self.writer.write(step, scalars, day=segment.day, phase=segment.phase)
     progress.set_postfix(loss=f"{scalars[f'train/{segment.phase}/loss']:.4f}")
 
-  def save(self, state, step: int, index: int, batches):
+  def save(self, state, step: int, index: int, batches: grain.DatasetIterator,
+           stopper: early_stopping.EarlyStopping | None):
     """Starts an async save of `state` at `step`, ranked by the validation metric."""
-    segment = self.schedule[index]
+    segment = self.segments[index]
     if not bool(all_finite(state["params"])):
       raise FloatingPointError(f"non-finite parameters after step {step}, phase "
                                f"{segment.phase!r}, day {segment.day}; not saved")
     ranked = None
     if self.config.checkpoint.best_metric:
-      ranked = self.score_val(state["params"])
+      ranked = self.evaluator.metrics(state["params"])
       # A save on a signal is off the schedule: logging its scores would make the log of a
       # resumed run differ from an uninterrupted one.
       if self.scheduled_save(step):
         self.writer.write(step, ranked, day=segment.day, phase="val")
-    progress = {"step": step, "day": segment.day, "round": segment.round,
-                "phase": segment.phase, "segment": index, "schedule": self.identity["schedule"],
-                "warm_start": self.warm_start, "train_seconds": self.train_seconds(),
-                "early_stopping": self.stopper.to_json() if self.stopper else None}
-    best = self.stopper.best_params if self.stopper else None
-    self.checkpoints.save(step, train_state.without_scratch(state), batches, progress,
-                          self.identity["config"], self.identity["schema"], metrics=ranked,
-                          best=best)
+    self.saver.save(step, index, segment, state, batches, stopper, ranked)

@@ -3,13 +3,18 @@
 For each training day, in order, and for `schedule.rounds_per_day` rounds, each phase in
 `schedule.order` runs for its steps (`phases.<name>.steps`, or `phases.<name>.epochs` of that
 day's rows, at least `min_steps`), on its share of the day's rows (`phases.<name>.rows`).
+`Batches` makes each segment's iterator of batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from collections.abc import Callable, Mapping, Sequence
+import grain
 import ml_collections
+from mtms_jax.data import Dataset, pipeline
 from mtms_jax.errors import UserError
 
 
@@ -78,3 +83,35 @@ def make_schedule(config: ml_collections.ConfigDict, rows_per_day: dict[int, int
                                 phase_steps(phase_config, num_rows, config.batch_size),
                                 eval_every(phase_config, num_rows, config.batch_size), rows))
   return schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class Batches:
+  """The batches of a schedule's segments.
+
+  A segment reads shuffles of its day's rows (its share of them, this process's share of
+  each batch), seeded by the day, continuing where the segments of the same rows before it
+  were planned to end, so each segment reads its own batches whether or not an earlier one
+  stopped early.
+  """
+  segments: Sequence[Segment]
+  days: Mapping[int, Dataset]            # day -> its training rows
+  batch_size: int
+  seed: int
+  share: tuple[int, int]                 # (process index, process count)
+  place: Callable[[dict], dict]          # a batch -> on the devices (`parallel.place_batch`)
+
+  def iterator(self, index: int) -> grain.DatasetIterator:
+    """A fresh iterator of segment `index`'s batches, at its first."""
+    segment = self.segments[index]
+    first = sum(s.steps for s in self.segments[:index] if s.source == segment.source)
+    data = self.days[segment.day]
+    columns = {k: v[row_slice(len(data), segment.rows)] for k, v in data.columns.items()}
+    return pipeline.train_iterator(columns, self.batch_size, segment.steps,
+                                   seed=self.seed * 100_003 + segment.day, name=data.name,
+                                   first_batch=first, share=self.share, place=self.place)
+
+
+def to_json(segments: Sequence[Segment]) -> list[dict]:
+  """The schedule as its checkpoints hold it (the progress item's 'schedule')."""
+  return json.loads(json.dumps([dataclasses.asdict(s) for s in segments]))

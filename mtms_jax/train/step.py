@@ -6,21 +6,22 @@ optimizer (`mtms_jax.optim`): row-wise on the gathered rows, or dense through th
 
 Regularisation (phases.<p>): `dropout` drops that share of the networks' inputs (the
 looked-up embeddings and dense features) in training updates, with a key drawn from `seed`
-and the step, so a resumed run draws the same masks. `frozen_scenes` (MTMS: scene names)
-keeps the tables' rows and tower slices of those scenes' components as they were
-(`keep_frozen`).
+and the step, so a resumed run draws the same masks. An update made with `frozen_scenes`
+(MTMS: scene names; a run with scenes added, runs/add_scene.py) keeps the tables' rows and
+tower slices of those scenes' components as they were (`freezing.keep_frozen`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from mtms_jax import embedding, losses, models
+from mtms_jax import embedding, errors, losses, models
 from mtms_jax.embedding import sparse
-from mtms_jax.errors import UserError
 from mtms_jax import optim
+from mtms_jax.train import freezing
 from mtms_jax.train import train_state
 
 
@@ -49,13 +50,16 @@ def dropout(rng: jax.Array, rate: float, rows: dict, dense: jax.Array,
 
 
 def make_update_fn(model, tx: optim.PhaseOptimizer, phase: str,
-                   phase_config: ml_collections.ConfigDict, seed: int = 0):
+                   phase_config: ml_collections.ConfigDict, seed: int = 0,
+                   frozen_scenes: Sequence[str] = ()):
   """`make_update` on one device: jitted, the state donated."""
-  return jax.jit(make_update(model, tx, phase, phase_config, seed), donate_argnums=0)
+  return jax.jit(make_update(model, tx, phase, phase_config, seed, frozen_scenes=frozen_scenes),
+                 donate_argnums=0)
 
 
-def make_update(model, tx: optim.PhaseOptimizer, phase: str, phase_config: ml_collections.ConfigDict,
-                seed: int = 0, axis_name: str | None = None):
+def make_update(model, tx: optim.PhaseOptimizer, phase: str,
+                phase_config: ml_collections.ConfigDict, seed: int = 0,
+                axis_name: str | None = None, frozen_scenes: Sequence[str] = ()):
   """A pure `update(state, batch) -> (state, measurements)` for one phase, not jitted.
 
   axis_name: the update runs inside a map over devices (`jax.pmap`), each device holding
@@ -64,14 +68,49 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str, phase_config: ml_co
   gradients of every device before the row-wise table update, so every device applies the
   one-device update of the whole batch: duplicates across devices are merged exactly as
   duplicates within a batch. Measurements are the whole batch's.
+  frozen_scenes: names of the scenes whose components it keeps (`freezing.keep_frozen`).
   """
+  loss_from_rows, loss_from_tables = make_losses(model, phase, phase_config, seed, axis_name)
+  frozen = freezing.scene_indices(model, phase, frozen_scenes)
+  row_wise = make_row_wise(model, tx, phase, loss_from_rows, axis_name)
+
+  def update(state: train_state.State, batch) -> tuple[train_state.State, dict]:
+    params, opt_state, step = state["params"], state["opt"][phase], state["step"]
+    lr_scale = 1.0 if tx.lr_schedule is None else tx.lr_schedule(opt_state["count"])
+    if tx.dense_tables:
+      (loss, task_losses), grads = jax.value_and_grad(loss_from_tables, has_aux=True)(
+          params, batch, step)
+      dense = params
+    else:
+      (loss, task_losses), grads, dense, tables, opt_state = row_wise(
+          params, opt_state, batch, step, lr_scale)
+    grads, loss, task_losses = sum_devices((grads, loss, task_losses), axis_name)
+    updates, dense_opt = tx.dense.update(grads, opt_state["dense"], dense)
+    if tx.lr_schedule is not None:
+      updates = jax.tree.map(lambda u: u * lr_scale, updates)
+    params = optax.apply_updates(dense, updates)
+    if not tx.dense_tables:
+      params = optim.with_tables(params, tables)
+    if frozen:
+      params = freezing.keep_frozen(model, frozen, state["params"], params)
+    opt_state = {**opt_state, "dense": dense_opt, "count": opt_state["count"] + 1}
+    new_state = {"params": params, "opt": {**state["opt"], phase: opt_state},
+                 "step": step + 1}
+    measurements = {"loss": loss, **{f"loss_{k}": v for k, v in task_losses.items()}}
+    return new_state, measurements
+
+  return update
+
+
+def make_losses(model, phase: str, phase_config: ml_collections.ConfigDict, seed: int,
+                axis_name: str | None):
+  """The phase's training loss, (loss, task losses), of the looked-up rows
+  `(params, rows, batch, step)`, and of the tables `(params, batch, step)`."""
   loss_spec = phase_config.loss
   losses.parse_loss(loss_spec)          # fail on a bad spec before compiling
   weights = dict(phase_config.get("loss_weights", {}))
   rate = phase_config.get("dropout", 0.0)
-  if not 0 <= rate < 1:
-    raise ValueError(f"phases.{phase}.dropout={rate}: expected 0 <= dropout < 1")
-  frozen = frozen_scene_indices(model, phase, phase_config)
+  errors.expect(0 <= rate < 1, f"config.phases.{phase}.dropout", rate, "0 <= dropout < 1")
   base_key = jax.random.key(seed)
 
   def loss_from_rows(params, rows, batch, step):
@@ -88,45 +127,35 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str, phase_config: ml_co
                             models.embedding_index(model, batch, phase))
     return loss_from_rows(params, rows, batch, step)
 
-  def update(state: train_state.State, batch) -> tuple[train_state.State, dict]:
-    params, opt_state, step = state["params"], state["opt"][phase], state["step"]
-    lr_scale = 1.0 if tx.lr_schedule is None else tx.lr_schedule(opt_state["count"])
-    if tx.dense_tables:
-      (loss, task_losses), grads = jax.value_and_grad(loss_from_tables, has_aux=True)(
-          params, batch, step)
-      dense = params
-    else:
-      tables = params["embedding"]["tables"]
-      dense = optim.without_tables(params)
-      index = models.embedding_index(model, batch, phase)
-      # The tables are constants here: only the gathered rows can carry a gradient.
-      loss_fn = lambda d, r: loss_from_rows(optim.with_tables(d, tables), r, batch, step)  # noqa: E731
-      rows = embedding.lookup(tables, index)
-      if tx.tables is None:
-        (loss, task_losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(dense, rows)
-      else:
-        (loss, task_losses), (grads, row_grads) = jax.value_and_grad(
-            loss_fn, argnums=(0, 1), has_aux=True)(dense, rows)
-        index, row_grads = gather_devices((index, row_grads), axis_name)
-        tables, table_state = sparse.apply_tables(tx.tables, tables, opt_state["tables"],
-                                                  index, row_grads, lr_scale)
-        opt_state = {**opt_state, "tables": table_state}
-    grads, loss, task_losses = sum_devices((grads, loss, task_losses), axis_name)
-    updates, dense_opt = tx.dense.update(grads, opt_state["dense"], dense)
-    if tx.lr_schedule is not None:
-      updates = jax.tree.map(lambda u: u * lr_scale, updates)
-    params = optax.apply_updates(dense, updates)
-    if not tx.dense_tables:
-      params = optim.with_tables(params, tables)
-    if frozen:
-      params = keep_frozen(model, frozen, state["params"], params)
-    opt_state = {**opt_state, "dense": dense_opt, "count": opt_state["count"] + 1}
-    new_state = {"params": params, "opt": {**state["opt"], phase: opt_state},
-                 "step": step + 1}
-    measurements = {"loss": loss, **{f"loss_{k}": v for k, v in task_losses.items()}}
-    return new_state, measurements
+  return loss_from_rows, loss_from_tables
 
-  return update
+
+def make_row_wise(model, tx: optim.PhaseOptimizer, phase: str, loss_from_rows,
+                  axis_name: str | None):
+  """The row-wise half of an update: `(params, opt_state, batch, step, lr_scale) ->
+  ((loss, task losses), gradients of the params but the tables, those params, the tables
+  updated from their gathered rows' gradients, opt_state with their new state)`."""
+
+  def row_wise(params, opt_state, batch, step, lr_scale):
+    tables = params["embedding"]["tables"]
+    dense = optim.without_tables(params)
+    index = models.embedding_index(model, batch, phase)
+    # The tables are constants here: only the gathered rows can carry a gradient.
+    def loss_fn(d, r):
+      return loss_from_rows(optim.with_tables(d, tables), r, batch, step)
+    rows = embedding.lookup(tables, index)
+    if tx.tables is None:
+      (loss, task_losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(dense, rows)
+    else:
+      (loss, task_losses), (grads, row_grads) = jax.value_and_grad(
+          loss_fn, argnums=(0, 1), has_aux=True)(dense, rows)
+      index, row_grads = gather_devices((index, row_grads), axis_name)
+      tables, table_state = sparse.apply_tables(tx.tables, tables, opt_state["tables"],
+                                                index, row_grads, lr_scale)
+      opt_state = {**opt_state, "tables": table_state}
+    return (loss, task_losses), grads, dense, tables, opt_state
+
+  return row_wise
 
 
 def sum_devices(tree, axis_name: str | None):
@@ -138,33 +167,3 @@ def gather_devices(tree, axis_name: str | None):
   if axis_name is None:
     return tree
   return jax.lax.all_gather(tree, axis_name, axis=0, tiled=True)
-
-
-def frozen_scene_indices(model, phase: str, phase_config) -> tuple[int, ...]:
-  """Indices of the scenes `phases.<phase>.frozen_scenes` names; UserError if a name is not
-  a scene of the model's data, or the model has no per-scene parameters."""
-  names = tuple(phase_config.get("frozen_scenes", ()))
-  if not names:
-    return ()
-  if not hasattr(model, "scene_masks"):
-    raise UserError(f"phases.{phase}.frozen_scenes={names}: model "
-                    f"{type(model).__module__} has no per-scene parameters to freeze")
-  unknown = sorted(set(names) - set(model.schema.scenes))
-  if unknown:
-    raise UserError(f"phases.{phase}.frozen_scenes: {unknown} are not scenes of the data "
-                    f"{list(model.schema.scenes)}")
-  indices = tuple(model.schema.scenes.index(n) for n in names)
-  model.components_of_scenes(indices)        # raises if the scenes share their components
-  return indices
-
-
-def keep_frozen(model, scenes, old: dict, new: dict) -> dict:
-  """`new` params with the embedding tables' rows and tower slices of `scenes` taken from
-  `old`: whatever the optimizer did (weight decay, Adam moments of earlier steps), those
-  stay bitwise as they were. What a phase with `frozen_scenes` applies after each update,
-  e.g. to train a newly added scene's components only (train.train_with_added_scenes)."""
-  masks = model.scene_masks(old["embedding"], scenes)
-  embedding = {**new["embedding"], **jax.tree.map(
-      lambda m, o, n: jnp.where(m, o, n), masks,
-      {k: old["embedding"][k] for k in masks}, {k: new["embedding"][k] for k in masks})}
-  return {**new, "embedding": embedding}

@@ -1,0 +1,43 @@
+"""Scenes frozen in a phase: their components' table rows and tower slices kept as they were.
+
+How a run with scenes added (runs/add_scene.py) trains the new scenes' components alone:
+each update of its embedding phase puts back those of the old scenes (MTMS models only,
+whose components are per scene).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import jax
+import jax.numpy as jnp
+from mtms_jax.errors import UserError
+
+
+def scene_indices(model, phase: str, names: Sequence[str]) -> tuple[int, ...]:
+  """Indices of the scenes `names`; UserError if a name is not a scene of the model's data,
+  or the model has no per-scene parameters."""
+  names = tuple(names)
+  if not names:
+    return ()
+  if not hasattr(model, "scene_masks"):
+    raise UserError(f"freezing scenes {names} in phase {phase!r}: model "
+                    f"{type(model).__module__} has no per-scene parameters to freeze")
+  unknown = sorted(set(names) - set(model.schema.scenes))
+  if unknown:
+    raise UserError(f"freezing scenes in phase {phase!r}: {unknown} are not scenes of the "
+                    f"data {list(model.schema.scenes)}")
+  indices = tuple(model.schema.scenes.index(n) for n in names)
+  model.components_of_scenes(indices)        # raises if the scenes share their components
+  return indices
+
+
+def keep_frozen(model, scenes, old: dict, new: dict) -> dict:
+  """`new` params with the embedding tables' rows and tower slices of `scenes` taken from
+  `old`: whatever the optimizer did (weight decay, Adam moments of earlier steps), those
+  stay bitwise as they were. What an update with `frozen_scenes` applies after each step,
+  e.g. to train a newly added scene's components only (runs/add_scene.py)."""
+  masks = model.scene_masks(old["embedding"], scenes)
+  embedding = {**new["embedding"], **jax.tree.map(
+      lambda m, o, n: jnp.where(m, o, n), masks,
+      {k: old["embedding"][k] for k in masks}, {k: new["embedding"][k] for k in masks})}
+  return {**new, "embedding": embedding}
