@@ -17,7 +17,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
 
+import jax  # noqa: E402
+
+from experiments import add_scene as add_scene_experiment  # noqa: E402
 from experiments import common  # noqa: E402
+from mtms_jax import runs  # noqa: E402
 from mtms_jax.data import synthetic  # noqa: E402
 from mtms_jax.train import trainer  # noqa: E402
 
@@ -38,3 +42,18 @@ def smoke_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("smoke_run")
   trainer.train_and_evaluate(common.base_config("smoke"), str(workdir))
   return workdir
+
+
+@pytest.fixture(scope="session")
+def added_run(tmp_path_factory):
+  """experiments/add_scene.py on its smoke shrink: base (scene0) and added (both) runs;
+  shared by test_add_scene.py and the add_scene case of test_experiments.py (read-only)."""
+  workdir = tmp_path_factory.mktemp("add_scene")
+  config = add_scene_experiment.get_config("smoke")
+  # Compile time is most of a smoke run: fewer XLA passes, restored afterwards.
+  saved = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    return workdir, config, runs.run(config, str(workdir))
+  finally:
+    jax.config.update("jax_disable_most_optimizations", saved)

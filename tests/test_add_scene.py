@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from experiments import add_scene as add_scene_experiment
-from mtms_jax import runs
 from mtms_jax import checkpoint, models
 from mtms_jax.serving import export
 from mtms_jax.errors import UserError
@@ -16,20 +15,6 @@ from mtms_jax.runs import add_scene
 from mtms_jax.train import freezing
 from mtms_jax.train import train_state
 from mtms_jax.train import step as step_lib
-
-
-@pytest.fixture(scope="module")
-def added_run(tmp_path_factory):
-  """experiments/add_scene.py on its smoke shrink: base (scene0) and added (both) runs."""
-  workdir = tmp_path_factory.mktemp("add_scene")
-  config = add_scene_experiment.get_config("smoke")
-  # Compile time is most of a smoke run: fewer XLA passes, restored afterwards.
-  saved = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
-    return workdir, config, runs.run(config, str(workdir))
-  finally:
-    jax.config.update("jax_disable_most_optimizations", saved)
 
 
 def final_params(workdir):

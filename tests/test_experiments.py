@@ -26,8 +26,11 @@ SINGLE_RUNS = [name for name in EXPERIMENTS if "compare" not in _load(name)]
 
 
 @pytest.mark.parametrize("name", SINGLE_RUNS)
-def test_experiment_runs_and_writes_outputs(name, tmp_path):
-  results = runs.run(_load(name), str(tmp_path))
+def test_experiment_runs_and_writes_outputs(name, tmp_path, request):
+  if name == "add_scene":       # the run tests/test_add_scene.py checks, trained once
+    tmp_path, _, results = request.getfixturevalue("added_run")
+  else:
+    results = runs.run(_load(name), str(tmp_path))
   for f in ("config.json", "results.json"):
     assert (tmp_path / f).exists(), f
   # A day-by-day experiment keeps each day's run in a subfolder.
