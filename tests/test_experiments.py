@@ -21,13 +21,13 @@ def _load(name, arg="smoke"):
   return module.get_config(arg)
 
 
-# Comparison configs (a `compare` section) train many models; tests/test_compare.py runs them.
+# Comparison configs (a `compare` section) train many models; tests/runs/test_compare.py runs them.
 SINGLE_RUNS = [name for name in EXPERIMENTS if "compare" not in _load(name)]
 
 
 @pytest.mark.parametrize("name", SINGLE_RUNS)
 def test_experiment_runs_and_writes_outputs(name, tmp_path, request):
-  if name == "add_scene":       # the run tests/test_add_scene.py checks, trained once
+  if name == "add_scene":       # the run tests/runs/test_add_scene.py checks, trained once
     tmp_path, _, results = request.getfixturevalue("added_run")
   else:
     results = runs.run(_load(name), str(tmp_path))

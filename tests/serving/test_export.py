@@ -17,7 +17,7 @@ from mtms_jax.data import synthetic
 from mtms_jax.eval import prediction
 from mtms_jax.train import trainer
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def in_framework_predictions(workdir, columns):

@@ -1,6 +1,6 @@
 """The field's standard models: protocol, shapes, probabilities, scene input.
 
-tests/test_compare.py trains every model for a few steps through the trainer (table2's
+tests/runs/test_compare.py trains every model for a few steps through the trainer (table2's
 smoke run) and checks that their test predictions are probabilities of the right shape.
 """
 

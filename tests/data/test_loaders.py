@@ -15,7 +15,7 @@ import pytest
 
 from mtms_jax.data import aliccp, aliexpress, census, movielens, registry
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DTYPES = {"ids": np.int32, "dense": np.float32, "scene": np.int32, "click": np.float32,
           "conversion": np.float32, "day": np.int32}
 

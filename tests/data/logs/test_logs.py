@@ -19,7 +19,7 @@ from mtms_jax.data import logs
 from mtms_jax.errors import UserError
 from mtms_jax.train import trainer
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[3]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.py")
                      if p.stem not in ("__init__", "common"))
 

@@ -12,7 +12,7 @@ from mtms_jax import config_checks
 from mtms_jax.runs import sweep
 from mtms_jax.train import loop
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_product_and_zipit_build_points():

@@ -71,5 +71,5 @@ def test_main_writes_json_and_table(tmp_path, capsys):
 
 
 def test_makefile_sets_the_bench_malloc_tunables():
-  makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+  makefile = (Path(__file__).parents[2] / "Makefile").read_text()
   assert f"MALLOC_TUNABLES := {bench.MALLOC_TUNABLES}\n" in makefile
