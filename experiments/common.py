@@ -284,7 +284,9 @@ def compare_config(arg, make_rows, **compare) -> ml_collections.ConfigDict:
       for phase_config in row.phases.values():
         phase_config.steps = 3
     config.compare.seeds = 2
-    config.checkpoint.every_steps = 4
+    # Saved (and validated) mid-run once and at the end: a smoke table has many runs, and
+    # each save costs more than its three steps.
+    config.checkpoint.every_steps = 9
     config.batch_size = 64
     config.eval_batch_size = 512
     config.log_every = 1

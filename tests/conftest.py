@@ -14,10 +14,12 @@ atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# Compiling is most of a smoke run's time: fewer XLA passes for every test, in this process and
+# in the command-line runs the tests start (so their results compare with in-process runs).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import pytest  # noqa: E402
 
-import jax  # noqa: E402
 
 from experiments import add_scene as add_scene_experiment  # noqa: E402
 from experiments import common  # noqa: E402
@@ -50,10 +52,4 @@ def added_run(tmp_path_factory):
   shared by test_add_scene.py and the add_scene case of test_experiments.py (read-only)."""
   workdir = tmp_path_factory.mktemp("add_scene")
   config = add_scene_experiment.get_config("smoke")
-  # Compile time is most of a smoke run: fewer XLA passes, restored afterwards.
-  saved = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
-    return workdir, config, runs.run(config, str(workdir))
-  finally:
-    jax.config.update("jax_disable_most_optimizations", saved)
+  return workdir, config, runs.run(config, str(workdir))

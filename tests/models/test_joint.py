@@ -16,15 +16,6 @@ from mtms_jax.eval import prediction
 NAMES = sorted(common.JOINT_MODELS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-  """Compile time is most of these tests: fewer XLA passes (restored afterwards)."""
-  saved = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", saved)
-
-
 @pytest.fixture(scope="module")
 def batches(tiny_data):
   return pipeline.train_iterator(tiny_data.columns, 64, 1000, seed=0)

@@ -3,7 +3,6 @@
 import csv
 import json
 
-import jax
 import numpy as np
 import pytest
 from scipy import stats
@@ -14,20 +13,6 @@ from mtms_jax.runs import compare
 from mtms_jax.train import trainer
 from mtms_jax.runs import quality
 from mtms_jax.eval import significance
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles(tmp_path_factory):
-  """Compile time is most of a smoke run: fewer XLA passes, and one compilation cache for
-  both tables (their MTMS rows share programs). Both settings are restored afterwards."""
-  cache = str(tmp_path_factory.mktemp("jax_cache"))
-  saved = jax.config.read("jax_disable_most_optimizations")
-  with compare.compilation_cache_in(cache):
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-      yield
-    finally:
-      jax.config.update("jax_disable_most_optimizations", saved)
 
 
 @pytest.fixture(scope="module")

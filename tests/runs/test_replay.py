@@ -2,7 +2,6 @@
 
 import json
 
-import jax
 import numpy as np
 import pytest
 
@@ -48,17 +47,11 @@ def test_interval_is_the_t_interval():
 
 @pytest.fixture(scope="module")
 def replay_run(tmp_path_factory):
-  """Two models of the experiment, 2 seeds; compiled with fewer XLA passes (compile time is
-  most of a smoke run), the setting restored afterwards."""
+  """Two models of the experiment, 2 seeds."""
   workdir = tmp_path_factory.mktemp("replay")
   config = replay_experiment.get_config("smoke")
   config.compare.order = ("baseline", "multi_scene")
-  saved = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
-    return workdir, replay.run(config, str(workdir))
-  finally:
-    jax.config.update("jax_disable_most_optimizations", saved)
+  return workdir, replay.run(config, str(workdir))
 
 
 def test_replay_experiment_writes_its_table(replay_run):
