@@ -41,19 +41,19 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import grain
 import jax
-import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
-from mtms_jax import digests, errors, pytree
+from mtms_jax import checkpoint_checks, digests, errors, orbax_errors
 from mtms_jax.errors import UserError
 from mtms_jax.schema import FeatureSchema
 
@@ -127,6 +127,8 @@ class Checkpoints:
                 **{k: ocp.JsonCheckpointHandler() for k in (PROGRESS, CONFIG, SCHEMA)}}
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
     self._in_flight = collections.deque()   # steps saved, in order, whose sums are not written
+    self._size = 0                          # bytes of the arrays of the last save
+    orbax_errors.drop_late_read_callbacks()
     self.manager = ocp.CheckpointManager(self.directory,
                                          options=manager_options(config, self._write_sums),
                                          item_handlers=handlers)
@@ -147,7 +149,25 @@ class Checkpoints:
     if metrics is not None and self.config.best_metric:
       ranked = {self.config.best_metric: self._rank_value(metrics[self.config.best_metric])}
     self._in_flight.append(step)
-    self.manager.save(step, args=ocp.args.Composite(**items), metrics=ranked, force=True)
+    self._size = sum(x.nbytes for x in jax.tree.leaves((state, best)))
+    try:   # waits for the save before, and raises its error
+      self.manager.save(step, args=ocp.args.Composite(**items), metrics=ranked, force=True)
+    except Exception as e:
+      self._in_flight.pop()                 # not started
+      self._raise_if_disk_full(e)
+      raise
+
+  def _raise_if_disk_full(self, error: BaseException):
+    """Raises a one-line UserError in place of `error` if it is a full disk."""
+    if not orbax_errors.disk_full(error):
+      return
+    self.manager.reload()
+    raise UserError(
+        f"no space left on the disk of {self.directory} to save a checkpoint: "
+        f"{shutil.disk_usage(self.directory).free / 2**20:.1f} MiB free, a checkpoint needs "
+        f"about {self._size / 2**20:.1f} MiB. The checkpoints before it are kept "
+        f"(steps {self.manager.all_steps()}): free some space and rerun the same command"
+    ) from None
 
   def _write_sums(self):
     """The post-finalization callback of a save (orbax's save thread, one save at a time, in
@@ -184,15 +204,16 @@ class Checkpoints:
         self._set_aside(step, e)
         continue
       target = into(saved)
-      check_tree(abstract_state, saved_tree, f"checkpoint {self._step_dir(step)} (written by "
-                 "other model code? resume needs the same code; use a new --workdir)")
+      checkpoint_checks.check_tree(
+          abstract_state, saved_tree, f"checkpoint {self._step_dir(step)} (written by other "
+          "model code? resume needs the same code; use a new --workdir)")
       restore = {STATE: ocp.args.StandardRestore(abstract_state),
                  DATA: grain.checkpoint.CheckpointRestore(target.iterator)}
       if target.best is not None:
         restore[BEST] = ocp.args.StandardRestore(target.best)
       try:
         items = self.manager.restore(step, args=ocp.args.Composite(**restore))
-        check_finite({STATE: items[STATE], BEST: items.get(BEST)})
+        checkpoint_checks.check_finite({STATE: items[STATE], BEST: items.get(BEST)})
       except Exception as e:
         self._set_aside(step, e)
         continue
@@ -220,7 +241,7 @@ class Checkpoints:
     self.manager.reload()
     reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
     warnings.warn(f"checkpoint at step {step} is unreadable ({reason}); moved it to {target} "
-                  "and falling back to the previous checkpoint", RuntimeWarning, stacklevel=3)
+                  "and falling back to the previous checkpoint", errors.Notice, stacklevel=3)
 
   def best_step(self) -> int | None:
     return self.manager.best_step() if self.config.best_metric else None
@@ -228,74 +249,14 @@ class Checkpoints:
   def __enter__(self):
     return self
 
-  def __exit__(self, *exc_info):
+  def __exit__(self, exc_type, exc, traceback):
     # Waits for the save in flight: it holds a good state even when the loop failed after.
-    self.manager.close()
-
-
-# ----------------------------------------------------------------------------------------
-# Checks: a checkpoint must fit the run that reads it
-# ----------------------------------------------------------------------------------------
-def flat_differences(saved, current, prefix: str = "") -> list[str]:
-  """'key: saved -> current' for every leaf of two JSON-like trees that differs.
-
-  Lists of equal length are compared item by item, keyed by the items' 'name' if they all
-  have one (schema fields: 'sparse.user.vocab_size'), else by position.
-  """
-  if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
-    saved, current = _keyed(saved), _keyed(current)
-  if isinstance(saved, dict) and isinstance(current, dict):
-    return [d for k in sorted(set(saved) | set(current), key=str)
-            for d in flat_differences(saved.get(k, "<missing>"), current.get(k, "<missing>"),
-                                      f"{prefix}{k}.")]
-  return [] if saved == current else [f"{prefix[:-1]}: {saved!r} -> {current!r}"]
-
-
-def _keyed(items: list) -> dict:
-  if all(isinstance(x, dict) and "name" in x for x in items):
-    return {x["name"]: x for x in items}
-  return dict(enumerate(items))
-
-
-def check_same(kind: str, source: str, saved: dict, current: dict, hint: str):
-  """Raises UserError listing the differences between a saved and the current tree."""
-  differences = flat_differences(saved, current)
-  if differences:
-    shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
-    raise UserError(f"{source} was written with a different {kind} ({shown}). {hint}")
-
-
-def check_finite(tree):
-  """Raises FloatingPointError naming the floating leaves of `tree` that hold NaN or inf: the
-  loop never saves such a state, so a checkpoint holding one was damaged after it was."""
-  floating = {name: leaf for name, leaf in pytree.flat_names(tree).items()
-              if jnp.issubdtype(leaf.dtype, jnp.floating)}
-  # One fused pass over each (possibly sharded) leaf: about 0.5 s per GiB on 2 CPU cores.
-  finite = _all_finite(floating)
-  bad = [name for name, ok in finite.items() if not bool(ok)]
-  if bad:
-    raise FloatingPointError(f"non-finite values in {', '.join(bad[:4])}"
-                             + (f" and {len(bad) - 4} more" if len(bad) > 4 else ""))
-
-
-@jax.jit
-def _all_finite(leaves: dict) -> dict:
-  return {name: jnp.isfinite(leaf).all() for name, leaf in leaves.items()}
-
-
-def check_tree(abstract, saved_tree, source: str, partial: bool = False):
-  """Raises ValueError if `saved_tree` (orbax metadata) lacks a leaf of `abstract`, has
-  another shape or dtype for it, or (unless `partial`) has leaves `abstract` lacks."""
-  saved, wanted = pytree.flat_names(saved_tree), pytree.flat_names(abstract)
-  problems = [f"{key} missing" for key in wanted if key not in saved]
-  problems += [f"{key} is {saved[key].dtype}{list(saved[key].shape)} there, the model expects "
-               f"{leaf.dtype}{list(leaf.shape)}" for key, leaf in wanted.items()
-               if key in saved and (tuple(saved[key].shape), saved[key].dtype)
-               != (tuple(leaf.shape), leaf.dtype)]
-  if not partial:
-    problems += [f"{key} is not in the model" for key in saved if key not in wanted]
-  if problems:
-    raise ValueError(f"{source} does not fit this model: " + "; ".join(problems[:8]))
+    try:
+      self.manager.close()
+    except Exception as e:
+      if exc is None:                     # else the error on its way says more
+        self._raise_if_disk_full(e)
+        raise
 
 
 # ----------------------------------------------------------------------------------------
@@ -321,6 +282,13 @@ def find(path: str) -> tuple[str, int]:
   return path, max(steps)
 
 
+def run_folder_of(path: str) -> str | None:
+  """The workdir of the checkpoint `find(path)` names; None if it is not in a workdir's
+  checkpoints/ folder."""
+  root = os.path.normpath(find(path)[0])
+  return os.path.dirname(root) if os.path.basename(root) == CHECKPOINTS else None
+
+
 def warm_start(path: str, params: dict, schema: dict, subtrees) -> tuple[dict, dict]:
   """`params` with the `subtrees` (top-level keys, e.g. ('embedding',)) loaded from `path`.
 
@@ -337,14 +305,15 @@ def warm_start(path: str, params: dict, schema: dict, subtrees) -> tuple[dict, d
     digests.check_sums(str(step_dir))
   except ValueError as e:
     raise UserError(f"init_from checkpoint {step_dir} is damaged: {e}") from None
-  check_same("feature schema", f"init_from checkpoint {step_dir}", saved_schema,
-             json.loads(json.dumps(schema)), "Warm starts need the same fields, "
-             "vocabularies, dims and scenes.")
+  checkpoint_checks.check_same(
+      "feature schema", f"init_from checkpoint {step_dir}", saved_schema,
+      json.loads(json.dumps(schema)), "Warm starts need the same fields, vocabularies, dims "
+      "and scenes.")
   target = {"params": {k: jax.tree.map(ocp.utils.to_shape_dtype_struct, params[k])
                        for k in subtrees}}
   handler = ocp.PyTreeCheckpointHandler()
-  check_tree(target, handler.metadata(step_dir / STATE), f"init_from checkpoint {step_dir}",
-             partial=True)
+  checkpoint_checks.check_tree(target, handler.metadata(step_dir / STATE),
+                               f"init_from checkpoint {step_dir}", partial=True)
   loaded = handler.restore(step_dir / STATE, args=ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True))
@@ -373,9 +342,9 @@ def warm_start_new_scenes(path: str, model, params: dict, make_model) -> tuple[d
   _, saved = saved_schema_of(path)
   old_schema, schema = FeatureSchema.from_dict(saved), model.schema
   fields = lambda d: {k: d[k] for k in ("sparse", "dense")}  # noqa: E731
-  check_same("feature fields", f"init_from={path!r}", fields(saved),
-             fields(json.loads(json.dumps(schema.to_dict()))),
-             "Adding scenes needs the same fields, vocabularies and dims.")
+  checkpoint_checks.check_same("feature fields", f"init_from={path!r}", fields(saved),
+                               fields(json.loads(json.dumps(schema.to_dict()))),
+                               "Adding scenes needs the same fields, vocabularies and dims.")
   missing = sorted(set(old_schema.scenes) - set(schema.scenes))
   if missing:
     raise UserError(f"init_from={path!r} has scenes {missing} that the data lacks "

@@ -6,7 +6,11 @@ it without results.json resumes from its latest whole checkpoint.
 
 import json
 import os
+import pathlib
+import re
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -15,7 +19,9 @@ import pytest
 
 from experiments import common
 from mtms_jax import checkpoint, digests
-from mtms_jax.train import trainer
+from mtms_jax.train import loop, trainer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _resumable_copy(smoke_run, tmp_path):
@@ -85,8 +91,61 @@ def test_a_checkpoint_without_sums_restores_unless_it_holds_nan(smoke_run, tmp_p
   for step in (16, 18):                   # as written before checkpoints had sums
     (run / checkpoint.CHECKPOINTS / str(step) / digests.SUMS).unlink(missing_ok=True)
   _with_nan_parameter(run / checkpoint.CHECKPOINTS / "18" / checkpoint.STATE)
-  with pytest.warns(RuntimeWarning, match=r"checkpoint at step 18 is unreadable "
-                                          r"\(FloatingPointError: non-finite values in state/params/"):
+  with pytest.warns(RuntimeWarning, match=r"checkpoint at step 18 is unreadable \(Floating"
+                                          r"PointError: non-finite values in state/params/"):
     trainer.train_and_evaluate(common.base_config("smoke"), str(run))
   assert json.loads((run / "run.json").read_text())["resumed_from_step"] == 16
   _assert_same_results(run, smoke_run)
+
+
+# The command with a full disk injected where a save writes its last file, at step 12.
+FULL_DISK_AT_12 = """import errno, os
+from mtms_jax import digests, main
+write_sums = digests.write_sums
+def full_at_12(folder):
+  if os.path.basename(folder).startswith("12."):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(folder, digests.SUMS))
+  write_sums(folder)
+digests.write_sums = full_at_12
+main.app.run(main.main)
+"""
+
+
+def _command(workdir, *python):
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  env.pop(loop.TEST_SIGNAL_ENV, None)
+  return subprocess.run([sys.executable, *python, "--config", "experiments/quickstart.py:smoke",
+                         "--workdir", str(workdir)], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def _messages(stderr: str) -> list[str]:
+  """stderr without the progress bar's lines."""
+  return [line for line in re.split(r"[\r\n]", stderr)
+          if line.strip() and not re.search(r"\d+/\d+ \[", line)]
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(smoke_run, tmp_path):
+  full = _command(tmp_path, "-c", FULL_DISK_AT_12)
+  assert full.returncode == 2, full.stderr[-3000:]
+  [message] = _messages(full.stderr)
+  assert re.fullmatch(rf"error: no space left on the disk of {tmp_path / 'checkpoints'} to save "
+                      r"a checkpoint: [\d.]+ MiB free, a checkpoint needs about [\d.]+ MiB\. The "
+                      r"checkpoints before it are kept \(steps \[4, 8\]\): free some space and "
+                      r"rerun the same command", message)
+  trainer.train_and_evaluate(common.base_config("smoke"), str(tmp_path))     # space freed
+  assert json.loads((tmp_path / "run.json").read_text())["resumed_from_step"] == 8
+  _assert_same_results(tmp_path, smoke_run)
+
+
+def test_the_warning_of_an_unreadable_checkpoint_is_the_one_line_on_stderr(smoke_run, tmp_path):
+  run = _resumable_copy(smoke_run, tmp_path)
+  (run / checkpoint.CHECKPOINTS / "18" / digests.SUMS).unlink(missing_ok=True)   # an old one
+  for blob in (run / "checkpoints/18/state/d").iterdir():
+    blob.write_bytes(blob.read_bytes()[:10])
+  resumed = _command(run, "-m", "mtms_jax.main")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  [warning] = _messages(resumed.stderr)
+  assert warning.startswith("warning: checkpoint at step 18 is unreadable (ValueError: ")
+  assert warning.endswith(f"moved it to {run / checkpoint.CORRUPT / '18'} and falling back to "
+                          "the previous checkpoint")
