@@ -105,6 +105,9 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
   config.log_every = 100
   config.init_from = ""              # warm start from this workdir or checkpoint, if no own one
   config.init_load = ("embedding",)  # params subtrees it loads; add "ranking" for the network
+  # Resume or warm start on data other than the run's (data_fingerprint.json): an error
+  # unless True (e.g. logs cleaned after a run started, or a warm start on new days' logs).
+  config.allow_other_data = False
   # The rows that stop phases early and rank checkpoints (mtms_jax/eval/validation.py); never
   # the test day. day >= 0: that day; -1: the data's own validation split if it has one,
   # else the last `fraction` of every training day's rows, held out of training.

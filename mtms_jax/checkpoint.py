@@ -22,16 +22,26 @@ the data iterator to position, the shapes of `best`); then its arrays.
 
 Saves are asynchronous: `save` returns once the arrays are copied to host memory, and orbax
 writes them in a thread into a temporary folder that it renames when complete, so a killed
-save leaves no step folder. The last `keep` checkpoints and the best one by `best_metric`
-are kept; orbax deletes older ones only after a newer save has completed.
+save leaves no step folder. In that thread, once the items are written and before the
+rename, process 0 writes the SHA-256 of every item file to `<step>/sha256sums.json`
+(digests.py), so a complete checkpoint has its sums. The last `keep` checkpoints and the
+best one by `best_metric` are kept; orbax deletes older ones only after a newer save has
+completed.
+
+A restore takes the newest checkpoint that is whole: its files match their sums (a
+checkpoint written before sums were has none, and is read as it is), it reads, and its
+parameters and optimizer state are finite. Any other is moved to `corrupt_checkpoints/`
+with a one-line warning, and the next older one is tried.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,7 +53,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
-from mtms_jax import errors, pytree
+from mtms_jax import checkpoint_checks, digests, errors, orbax_errors
 from mtms_jax.errors import UserError
 from mtms_jax.schema import FeatureSchema
 
@@ -51,6 +61,9 @@ CHECKPOINTS = "checkpoints"              # folder of a workdir that holds its ch
 CORRUPT = "corrupt_checkpoints"          # where unreadable checkpoints are moved, not deleted
 STATE, DATA, PROGRESS, CONFIG, SCHEMA, BEST = ("state", "data", "progress", "config", "schema",
                                               "best")
+# orbax's suffix of a step's folder while it is written (renamed away when complete); on
+# file systems without renames (object stores) it writes into the step's folder itself.
+TMP_SUFFIX = ocp.path.atomicity_types.TMP_DIR_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +93,10 @@ class Restored:
   best: dict | None = None
 
 
-def manager_options(config: ml_collections.ConfigDict) -> ocp.CheckpointManagerOptions:
-  """Async saves; keep the last `config.keep` and the best by `config.best_metric` (if set)."""
+def manager_options(config: ml_collections.ConfigDict, on_written: Callable[[], None] | None = None
+                    ) -> ocp.CheckpointManagerOptions:
+  """Async saves; keep the last `config.keep` and the best by `config.best_metric` (if set);
+  `on_written` runs in the save's thread once its items are written, before the rename."""
   errors.expect(config.keep >= 1, "config.checkpoint.keep", config.keep, "> 0")
   errors.expect_choice("config.checkpoint.best_mode", config.best_mode, ("max", "min"))
   policies = [checkpoint_managers.LatestN(config.keep)]
@@ -94,6 +109,7 @@ def manager_options(config: ml_collections.ConfigDict) -> ocp.CheckpointManagerO
         keep_checkpoints_without_metrics=False))
   return ocp.CheckpointManagerOptions(
       enable_async_checkpointing=True,
+      async_options=ocp.AsyncOptions(post_finalization_callback=on_written),
       cleanup_tmp_directories=True,        # folders of saves killed before they completed
       best_fn=best_fn, best_mode=config.best_mode,
       preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
@@ -109,8 +125,12 @@ class Checkpoints:
     handlers = {STATE: ocp.StandardCheckpointHandler(), BEST: ocp.StandardCheckpointHandler(),
                 DATA: grain.checkpoint.CheckpointHandler(),
                 **{k: ocp.JsonCheckpointHandler() for k in (PROGRESS, CONFIG, SCHEMA)}}
-    self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
-                                         options=manager_options(config),
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
+    self._in_flight = collections.deque()   # steps saved, in order, whose sums are not written
+    self._size = 0                          # bytes of the arrays of the last save
+    orbax_errors.drop_late_read_callbacks()
+    self.manager = ocp.CheckpointManager(self.directory,
+                                         options=manager_options(config, self._write_sums),
                                          item_handlers=handlers)
 
   def save(self, step: int, state, iterator: grain.DatasetIterator, progress: dict,
@@ -128,7 +148,34 @@ class Checkpoints:
     ranked = None
     if metrics is not None and self.config.best_metric:
       ranked = {self.config.best_metric: self._rank_value(metrics[self.config.best_metric])}
-    self.manager.save(step, args=ocp.args.Composite(**items), metrics=ranked, force=True)
+    self._in_flight.append(step)
+    self._size = sum(x.nbytes for x in jax.tree.leaves((state, best)))
+    try:   # waits for the save before, and raises its error
+      self.manager.save(step, args=ocp.args.Composite(**items), metrics=ranked, force=True)
+    except Exception as e:
+      self._in_flight.pop()                 # not started
+      self._raise_if_disk_full(e)
+      raise
+
+  def _raise_if_disk_full(self, error: BaseException):
+    """Raises a one-line UserError in place of `error` if it is a full disk."""
+    if not orbax_errors.disk_full(error):
+      return
+    self.manager.reload()
+    raise UserError(
+        f"no space left on the disk of {self.directory} to save a checkpoint: "
+        f"{shutil.disk_usage(self.directory).free / 2**20:.1f} MiB free, a checkpoint needs "
+        f"about {self._size / 2**20:.1f} MiB. The checkpoints before it are kept "
+        f"(steps {self.manager.all_steps()}): free some space and rerun the same command"
+    ) from None
+
+  def _write_sums(self):
+    """The post-finalization callback of a save (orbax's save thread, one save at a time, in
+    the order of `save` calls): the sums of the step's temporary folder, before its rename."""
+    step = self._in_flight.popleft()
+    if jax.process_index() == 0:
+      written = self._step_dir(step) + TMP_SUFFIX
+      digests.write_sums(written if os.path.isdir(written) else self._step_dir(step))
 
   def _rank_value(self, value: float) -> float:
     # A NaN metric (e.g. AUC of a slice without positives) must never rank as the best.
@@ -137,7 +184,7 @@ class Checkpoints:
     return float("-inf") if self.config.best_mode == "max" else float("inf")
 
   def restore_latest(self, abstract_state, into: Callable[[Saved], Into]) -> Restored | None:
-    """The newest readable checkpoint, or None if there is none.
+    """The newest whole checkpoint, or None if there is none.
 
     Args:
       abstract_state: shapes and dtypes of the train state (`jax.eval_shape`).
@@ -145,24 +192,28 @@ class Checkpoints:
         checkpoint belongs to another run (config, schema or schedule differ). Its errors
         are not taken for corruption.
 
-    A checkpoint that cannot be read is moved to `<workdir>/corrupt_checkpoints/` with a
-    warning, and the next older one is tried.
+    A checkpoint whose files do not match their sums, that cannot be read, or whose arrays
+    are not finite is moved to `<workdir>/corrupt_checkpoints/` with a warning, and the next
+    older one is tried.
     """
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
+        digests.check_sums(self._step_dir(step))
         saved, saved_tree = self._read_json(step)
       except Exception as e:  # any read error: a half-written or damaged checkpoint
         self._set_aside(step, e)
         continue
       target = into(saved)
-      check_tree(abstract_state, saved_tree, f"checkpoint {self._step_dir(step)} (written by "
-                 "other model code? resume needs the same code; use a new --workdir)")
+      checkpoint_checks.check_tree(
+          abstract_state, saved_tree, f"checkpoint {self._step_dir(step)} (written by other "
+          "model code? resume needs the same code; use a new --workdir)")
       restore = {STATE: ocp.args.StandardRestore(abstract_state),
                  DATA: grain.checkpoint.CheckpointRestore(target.iterator)}
       if target.best is not None:
         restore[BEST] = ocp.args.StandardRestore(target.best)
       try:
         items = self.manager.restore(step, args=ocp.args.Composite(**restore))
+        checkpoint_checks.check_finite({STATE: items[STATE], BEST: items.get(BEST)})
       except Exception as e:
         self._set_aside(step, e)
         continue
@@ -188,9 +239,9 @@ class Checkpoints:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     os.replace(self._step_dir(step), target)
     self.manager.reload()
-    warnings.warn(f"checkpoint at step {step} is unreadable ({type(error).__name__}: "
-                  f"{str(error)[:300]}); moved it to {target} and falling back to the "
-                  "previous checkpoint", RuntimeWarning, stacklevel=3)
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    warnings.warn(f"checkpoint at step {step} is unreadable ({reason}); moved it to {target} "
+                  "and falling back to the previous checkpoint", errors.Notice, stacklevel=3)
 
   def best_step(self) -> int | None:
     return self.manager.best_step() if self.config.best_metric else None
@@ -198,56 +249,14 @@ class Checkpoints:
   def __enter__(self):
     return self
 
-  def __exit__(self, *exc_info):
+  def __exit__(self, exc_type, exc, traceback):
     # Waits for the save in flight: it holds a good state even when the loop failed after.
-    self.manager.close()
-
-
-# ----------------------------------------------------------------------------------------
-# Checks: a checkpoint must fit the run that reads it
-# ----------------------------------------------------------------------------------------
-def flat_differences(saved, current, prefix: str = "") -> list[str]:
-  """'key: saved -> current' for every leaf of two JSON-like trees that differs.
-
-  Lists of equal length are compared item by item, keyed by the items' 'name' if they all
-  have one (schema fields: 'sparse.user.vocab_size'), else by position.
-  """
-  if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
-    saved, current = _keyed(saved), _keyed(current)
-  if isinstance(saved, dict) and isinstance(current, dict):
-    return [d for k in sorted(set(saved) | set(current), key=str)
-            for d in flat_differences(saved.get(k, "<missing>"), current.get(k, "<missing>"),
-                                      f"{prefix}{k}.")]
-  return [] if saved == current else [f"{prefix[:-1]}: {saved!r} -> {current!r}"]
-
-
-def _keyed(items: list) -> dict:
-  if all(isinstance(x, dict) and "name" in x for x in items):
-    return {x["name"]: x for x in items}
-  return dict(enumerate(items))
-
-
-def check_same(kind: str, source: str, saved: dict, current: dict, hint: str):
-  """Raises UserError listing the differences between a saved and the current tree."""
-  differences = flat_differences(saved, current)
-  if differences:
-    shown = "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
-    raise UserError(f"{source} was written with a different {kind} ({shown}). {hint}")
-
-
-def check_tree(abstract, saved_tree, source: str, partial: bool = False):
-  """Raises ValueError if `saved_tree` (orbax metadata) lacks a leaf of `abstract`, has
-  another shape or dtype for it, or (unless `partial`) has leaves `abstract` lacks."""
-  saved, wanted = pytree.flat_names(saved_tree), pytree.flat_names(abstract)
-  problems = [f"{key} missing" for key in wanted if key not in saved]
-  problems += [f"{key} is {saved[key].dtype}{list(saved[key].shape)} there, the model expects "
-               f"{leaf.dtype}{list(leaf.shape)}" for key, leaf in wanted.items()
-               if key in saved and (tuple(saved[key].shape), saved[key].dtype)
-               != (tuple(leaf.shape), leaf.dtype)]
-  if not partial:
-    problems += [f"{key} is not in the model" for key in saved if key not in wanted]
-  if problems:
-    raise ValueError(f"{source} does not fit this model: " + "; ".join(problems[:8]))
+    try:
+      self.manager.close()
+    except Exception as e:
+      if exc is None:                     # else the error on its way says more
+        self._raise_if_disk_full(e)
+        raise
 
 
 # ----------------------------------------------------------------------------------------
@@ -273,6 +282,13 @@ def find(path: str) -> tuple[str, int]:
   return path, max(steps)
 
 
+def run_folder_of(path: str) -> str | None:
+  """The workdir of the checkpoint `find(path)` names; None if it is not in a workdir's
+  checkpoints/ folder."""
+  root = os.path.normpath(find(path)[0])
+  return os.path.dirname(root) if os.path.basename(root) == CHECKPOINTS else None
+
+
 def warm_start(path: str, params: dict, schema: dict, subtrees) -> tuple[dict, dict]:
   """`params` with the `subtrees` (top-level keys, e.g. ('embedding',)) loaded from `path`.
 
@@ -285,14 +301,19 @@ def warm_start(path: str, params: dict, schema: dict, subtrees) -> tuple[dict, d
   errors.expect(subtrees and not unknown, "config.init_load", subtrees,
                 f"a non-empty subset of the params' top-level keys {sorted(params)}")
   step_dir, saved_schema = saved_schema_of(path)
-  check_same("feature schema", f"init_from checkpoint {step_dir}", saved_schema,
-             json.loads(json.dumps(schema)), "Warm starts need the same fields, "
-             "vocabularies, dims and scenes.")
+  try:
+    digests.check_sums(str(step_dir))
+  except ValueError as e:
+    raise UserError(f"init_from checkpoint {step_dir} is damaged: {e}") from None
+  checkpoint_checks.check_same(
+      "feature schema", f"init_from checkpoint {step_dir}", saved_schema,
+      json.loads(json.dumps(schema)), "Warm starts need the same fields, vocabularies, dims "
+      "and scenes.")
   target = {"params": {k: jax.tree.map(ocp.utils.to_shape_dtype_struct, params[k])
                        for k in subtrees}}
   handler = ocp.PyTreeCheckpointHandler()
-  check_tree(target, handler.metadata(step_dir / STATE), f"init_from checkpoint {step_dir}",
-             partial=True)
+  checkpoint_checks.check_tree(target, handler.metadata(step_dir / STATE),
+                               f"init_from checkpoint {step_dir}", partial=True)
   loaded = handler.restore(step_dir / STATE, args=ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True))
@@ -321,9 +342,9 @@ def warm_start_new_scenes(path: str, model, params: dict, make_model) -> tuple[d
   _, saved = saved_schema_of(path)
   old_schema, schema = FeatureSchema.from_dict(saved), model.schema
   fields = lambda d: {k: d[k] for k in ("sparse", "dense")}  # noqa: E731
-  check_same("feature fields", f"init_from={path!r}", fields(saved),
-             fields(json.loads(json.dumps(schema.to_dict()))),
-             "Adding scenes needs the same fields, vocabularies and dims.")
+  checkpoint_checks.check_same("feature fields", f"init_from={path!r}", fields(saved),
+                               fields(json.loads(json.dumps(schema.to_dict()))),
+                               "Adding scenes needs the same fields, vocabularies and dims.")
   missing = sorted(set(old_schema.scenes) - set(schema.scenes))
   if missing:
     raise UserError(f"init_from={path!r} has scenes {missing} that the data lacks "

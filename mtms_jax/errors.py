@@ -11,6 +11,7 @@ expected ...`, so that a value checked both by the config pass and by the module
 it (when called without `mtms_jax.main`, e.g. from a test) reads the same either way.
 """
 
+import warnings
 from collections.abc import Collection
 
 
@@ -19,6 +20,11 @@ class UserError(ValueError):
 
 
 EXIT_USER_ERROR = 2
+
+
+class Notice(RuntimeWarning):
+  """Something the user should know that does not stop the run (a damaged checkpoint set
+  aside); `mtms_jax.main` prints it as one line, `warning: <message>`."""
 
 
 def expect(ok: bool, key: str, value, expected: str) -> None:
@@ -34,3 +40,14 @@ def expect(ok: bool, key: str, value, expected: str) -> None:
 def expect_choice(key: str, value, choices: Collection) -> None:
   """Raises UserError `key=value: expected one of [...]` unless `value` is in `choices`."""
   expect(value in choices, key, value, f"one of {list(choices)}")
+
+
+def one_line_notices() -> None:
+  """Makes `warnings` print a Notice as `warning: <message>`, one line (the commands)."""
+  default = warnings.formatwarning
+
+  def format_notice(message, category, filename, lineno, line=None):
+    if issubclass(category, Notice):
+      return f"warning: {message}\n"
+    return default(message, category, filename, lineno, line)
+  warnings.formatwarning = format_notice

@@ -19,7 +19,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import config_checks, errors, parallel
+from mtms_jax import config_checks, errors, orbax_errors, parallel
 from mtms_jax import runs
 from mtms_jax.data import logs
 from mtms_jax.train import loop
@@ -36,6 +36,8 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     # orbax logs every save at INFO; keep the console to the progress bar unless -v is given.
     logging.set_verbosity(logging.WARNING)
+    orbax_errors.drop_logged_errors()
+  errors.one_line_notices()
   try:
     config = _CONFIG.value
     config_checks.check(config)

@@ -11,14 +11,20 @@ files. Checkpoints are orbax's, in checkpoints/ (checkpoint.py).
 
 What a run reads back of its own writing it reads from `path` too; a folder the user names
 (a base run to add scenes to, a run to export) is read at its top, process 0's copy.
+
+One run per workdir: a run kind holds `locked(workdir)` while it runs (runs/__init__.py),
+an exclusive lock on its run.lock (each process of a multi-process run on its own, in its
+`path`), which names the holder's PID for a second run that finds it held.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
+import socket
 from collections.abc import Sequence
 
 import ml_collections
@@ -31,9 +37,11 @@ from mtms_jax.errors import UserError
 # A training run (train/trainer.py), in the order it writes them.
 CONFIG = "config.json"                  # the config (every kind writes its own first)
 SCHEMA = "feature_schema.json"          # the data's feature schema
+DATA_FINGERPRINT = "data_fingerprint.json"   # what identifies the data (data/fingerprint.py)
 METRICS = "metrics.jsonl"               # a line a logged step: train, val, early stopping, eval
 TENSORBOARD = "tensorboard"             # the same scalars, as TensorBoard events
 PREDICTIONS = "test_predictions.npz"    # test-day predictions, for a comparison's tests
+LOCK = "run.lock"                       # held while a run runs here: its PID and host
 RUN_INFO = "run.json"                   # wall-clock seconds, where it resumed or warm-started
 RESULTS = "results.json"                # the flat results, written last (`finished_results`)
 # A day-by-day run (runs/daily.py), beside its days' runs in day<T>/.
@@ -47,6 +55,66 @@ QUALITY_MD, QUALITY_JSON = "quality.md", "quality.json"
 REPLAY_MD, REPLAY_JSON = "replay.md", "replay.json"
 # A sweep (runs/sweep.py), beside its points' runs in <point>/.
 SWEEP_CSV, SWEEP_MD, SWEEP_PNG = "sweep.csv", "sweep.md", "sweep.png"
+
+
+# Config keys that say what a run may do, not what it is: left out when runs are compared.
+OVERRIDES = ("allow_other_data",)
+_HELD: set[str] = set()         # the locks this process holds (a run kind's nested calls)
+
+
+@contextlib.contextmanager
+def locked(workdir: str):
+  """Holds the lock of `workdir` (made if missing) for the block: one run per workdir.
+
+  The lock is the kernel's (flock): it goes with the process that holds it, also when that
+  process is killed, so a run.lock left by a dead run is taken over. Held by this process
+  already (a run kind calling another on the same workdir), it is held on.
+
+  Raises:
+    UserError: another process holds it (naming its PID), or `workdir` cannot be written
+      (a file in its place, no permission, a read-only or full disk).
+  """
+  target = os.path.realpath(path(workdir, LOCK))
+  if target in _HELD:
+    yield
+    return
+  made = not os.path.exists(workdir)
+  fd = _take_lock(target, workdir)
+  _HELD.add(target)
+  try:
+    yield
+  finally:
+    _HELD.discard(target)
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(target)      # before the unlock: a run that takes it next makes a new one
+    os.close(fd)
+    if made and not os.listdir(workdir):
+      os.rmdir(workdir)      # nothing was written: leave no empty folder behind
+
+
+def _take_lock(target: str, workdir: str) -> int:
+  """An open descriptor of `target`, locked by this process, holding its PID and host."""
+  while True:
+    try:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise UserError(f"--workdir {workdir}: cannot write there ({e.strerror}: "
+                      f"{e.filename})") from None
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+      os.close(fd)
+      raise UserError(f"--workdir {workdir} is in use by another run (process "
+                      f"{' on '.join(holder) or '?'}, which holds {target}); wait for it to "
+                      "end or use another --workdir") from None
+    # Its holder may have removed it between our open and lock: then lock the new file.
+    if os.path.exists(target) and os.path.samestat(os.fstat(fd), os.stat(target)):
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+      return fd
+    os.close(fd)
 
 
 def path(workdir: str, name: str) -> str:
@@ -107,13 +175,18 @@ def finished_results(workdir: str, config: ml_collections.ConfigDict,
   e.g. a comparison's test predictions). A folder that holds a run of another config (its
   config.json) is an error: reusing or resuming it would mix two experiments.
   """
-  if os.path.exists(path(workdir, CONFIG)) and (
-      read_json(workdir, CONFIG) != json.loads(config.to_json_best_effort())):
+  current = comparable(json.loads(config.to_json_best_effort()))
+  if os.path.exists(path(workdir, CONFIG)) and comparable(read_json(workdir, CONFIG)) != current:
     raise UserError(f"{workdir} holds a run of a different config; remove it or use another "
                     "--workdir")
   if not all(os.path.exists(path(workdir, name)) for name in (RESULTS, *needs)):
     return None
   return read_json(workdir, RESULTS)
+
+
+def comparable(config_json: dict) -> dict:
+  """A config (as JSON) without its OVERRIDES: what two runs must share to be one run."""
+  return {k: v for k, v in config_json.items() if k not in OVERRIDES}
 
 
 class RunWriter:

@@ -54,12 +54,20 @@ def names() -> list[str]:
 
 # Data
 def load_data(config: ml_collections.ConfigDict) -> Dataset:
+  """`load_source(config)` restricted to `config.scenes` if set."""
+  return configured_scenes(load_source(config), config)
+
+
+def load_source(config: ml_collections.ConfigDict) -> Dataset:
   """`mtms_jax.data.<config.name>.load(**config.kwargs)`, or the logs of schema file
-  `config.schema` if set (mtms_jax/data/logs.py), restricted to `config.scenes` if set."""
+  `config.schema` if set (mtms_jax/data/logs.py): all of its scenes."""
   if config.get("schema"):
-    data = logs.load(config.schema)
-  else:
-    data = load(config.name, **config.get("kwargs", {}))
+    return logs.load(config.schema)
+  return load(config.name, **config.get("kwargs", {}))
+
+
+def configured_scenes(data: Dataset, config: ml_collections.ConfigDict) -> Dataset:
+  """The rows of `config.scenes` of `data` if set (`keep_scenes`), else `data`."""
   return keep_scenes(data, config.scenes) if config.get("scenes") else data
 
 

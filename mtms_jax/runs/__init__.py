@@ -18,6 +18,9 @@ Chosen by its command (`make sweep`, `python -m mtms_jax.runs.sweep`, which call
 
   sweep      the points of get_hyper, each a run of its kind  runs/sweep.py
 
+Each of these holds the workdir's lock while it runs (`rundir.locked`: one run per workdir;
+a comparison's or sweep's runs lock their own folders inside it).
+
 Entries are import paths, resolved when a run starts (big_vision's registries), so the
 run kinds can import this module without a cycle.
 """
@@ -28,6 +31,8 @@ import importlib
 from typing import NamedTuple
 
 import ml_collections
+
+from mtms_jax import rundir
 
 
 class Kind(NamedTuple):
@@ -59,20 +64,23 @@ def kind(config: ml_collections.ConfigDict, kinds=MANY_RUNS + ONE_RUN) -> Kind:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Runs `config` into `workdir` as its kind; returns its flat results (results.json)."""
-  return _call(kind(config), config, workdir)
+  with rundir.locked(workdir):
+    return _call(kind(config), config, workdir)
 
 
 def run_one(config: ml_collections.ConfigDict, workdir: str, **options) -> dict[str, float]:
   """One run of a comparison or sweep: day by day, with added scenes, or a single run;
   `options` go to its function (save_predictions)."""
-  return _call(kind(config, ONE_RUN), config, workdir, **options)
+  with rundir.locked(workdir):
+    return _call(kind(config, ONE_RUN), config, workdir, **options)
 
 
 def run_sweep(config: ml_collections.ConfigDict, points: list[dict], workdir: str,
               source: str) -> list[dict]:
   """The sweep of `points` ({config key: value} each) of the experiment file `source`, a
   run of `config` each in `workdir/<point>/`; returns the sweep table's rows."""
-  return _call(SWEEP, config, points, workdir, source)
+  with rundir.locked(workdir):
+    return _call(SWEEP, config, points, workdir, source)
 
 
 def _call(entry: Kind, *args, **options):

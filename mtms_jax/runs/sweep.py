@@ -41,7 +41,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import config_checks, errors, rundir, tasks
+from mtms_jax import config_checks, errors, orbax_errors, rundir, tasks
 from mtms_jax.errors import UserError
 from mtms_jax.report import markdown, plots
 from mtms_jax.data import logs
@@ -282,6 +282,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)   # orbax logs every save at INFO
+    orbax_errors.drop_logged_errors()
+  errors.one_line_notices()
   # 'experiments/NAME.py:ARG' -> the file; its get_config(ARG) already gave FLAGS.config.
   path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":", 1)[0]
   workdir = flags.FLAGS.workdir

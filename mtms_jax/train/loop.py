@@ -122,7 +122,8 @@ class Loop:
     progress = tqdm.tqdm(total=self.total, initial=step, unit="step", dynamic_ncols=True,
                          mininterval=1.0)
     pending = []
-    with StopSignals() as stop:
+    # Closed on any way out, so that an error's message comes after the bar, not inside it.
+    with progress, StopSignals() as stop:
       for index, segment in enumerate(self.segments):
         begin, end = self.starts[index], self.starts[index + 1]
         if step >= end:
@@ -156,10 +157,8 @@ class Loop:
             pending = []
             self.save(state, step, index, batches, stopper)
           if stop.signum:
-            progress.close()
             raise Interrupted(stop.signum, step, self.saver.checkpoints.workdir)
           progress.update(1)
-    progress.close()
     return state
 
   def evaluate(self, stopper: early_stopping.EarlyStopping, state, step: int, begin: int,

@@ -7,6 +7,10 @@ The resume order, each step a function here (the trainer calls them in this orde
      `WarmStart` (`load_subtrees`: the config.init_load subtrees);
   3. else `initialize` without it: fresh parameters from config.seed.
 `Saver` writes the checkpoints that step 1 reads.
+
+Steps 1 and 2 read a run trained on some data: its data fingerprint (data_fingerprint.json,
+data/fingerprint.py) must be this run's, unless config.allow_other_data; a run written
+before runs had one is read with a warning.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 import grain
 import jax
 import ml_collections
-from mtms_jax import checkpoint, models
+from mtms_jax import checkpoint, checkpoint_checks, errors, models, rundir
 from mtms_jax.schema import FeatureSchema
 from mtms_jax.train import early_stopping
 from mtms_jax.train import progress as progress_lib
@@ -29,25 +34,47 @@ from mtms_jax.train import train_state
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
-  """What a checkpoint must match to be resumed, as its JSON items read back."""
+  """What a checkpoint must match to be resumed, as its JSON items read back, and the
+  fingerprint of the data (`data.fingerprint.of`) that the run it belongs to was trained on."""
   config: dict
   schema: dict
   schedule: list[dict]
+  data: dict
 
   @classmethod
   def of(cls, config: ml_collections.ConfigDict, schema: FeatureSchema,
-         segments: Sequence[schedule.Segment]) -> Identity:
+         segments: Sequence[schedule.Segment], data_fingerprint: dict) -> Identity:
     return cls(json.loads(config.to_json_best_effort()), json.loads(json.dumps(schema.to_dict())),
-               schedule.to_json(segments))
+               schedule.to_json(segments), data_fingerprint)
 
   def check(self, saved: checkpoint.Saved, workdir: str):
-    """Raises UserError unless `saved` is a checkpoint of this run."""
+    """Raises UserError unless `saved` is a checkpoint of this run, on this data."""
     source = f"the checkpoint in {os.path.join(workdir, checkpoint.CHECKPOINTS)}"
     hint = "Resuming needs the same config and data; use another workdir for a new run."
-    checkpoint.check_same("config", source, saved.config, self.config, hint)
-    checkpoint.check_same("feature schema", source, saved.schema, self.schema, hint)
-    checkpoint.check_same("schedule (rows per day changed?)", source,
-                          saved.progress["schedule"], self.schedule, hint)
+    checkpoint_checks.check_same("config", source, rundir.comparable(saved.config),
+                                 rundir.comparable(self.config), hint)
+    checkpoint_checks.check_same("feature schema", source, saved.schema, self.schema, hint)
+    checkpoint_checks.check_same("schedule (rows per day changed?)", source,
+                                 saved.progress["schedule"], self.schedule, hint)
+    self.check_data(rundir.path(workdir, rundir.DATA_FINGERPRINT), "Resuming")
+
+  def check_data(self, fingerprint_file: str, doing: str):
+    """Raises UserError unless the run whose `fingerprint_file` it is was trained on this
+    data or config.allow_other_data; warns if there is no such file."""
+    try:
+      with open(fingerprint_file) as f:
+        saved = json.load(f)
+    except FileNotFoundError:
+      warnings.warn(f"{doing.lower()} a run without a {rundir.DATA_FINGERPRINT} (written "
+                    f"before runs had one), not knowing if its data was this", errors.Notice,
+                    stacklevel=3)
+      return
+    if self.config.get("allow_other_data"):
+      return
+    checkpoint_checks.check_same(
+        "data", os.path.dirname(fingerprint_file) or ".", saved, self.data,
+        f"{doing} needs the same data: set --config.allow_other_data=True to go on with this "
+        "data all the same, or use another workdir.")
 
 
 @dataclasses.dataclass
@@ -102,14 +129,18 @@ def load_with_new_scenes(config: ml_collections.ConfigDict, model, params: dict
 
 
 def initialize(config: ml_collections.ConfigDict, model, txs: dict, abstract_state,
-               warm_start: WarmStart = load_subtrees) -> Start:
-  """Steps 2 and 3: a warm start from config.init_from if set, else fresh parameters."""
+               identity: Identity, warm_start: WarmStart = load_subtrees) -> Start:
+  """Steps 2 and 3: a warm start from config.init_from if set (a run on this data, by
+  `identity`), else fresh parameters."""
   init_rng = jax.random.key(config.seed)
   if not config.init_from:
     # Created where it lives: a row-sharded table is never whole on one device.
     init = jax.jit(lambda rng: train_state.init_state(model.init(rng), txs),
                    out_shardings=jax.tree.map(lambda a: a.sharding, abstract_state))
     return Start(init(init_rng))
+  source = checkpoint.run_folder_of(config.init_from)
+  if source is not None:
+    identity.check_data(os.path.join(source, rundir.DATA_FINGERPRINT), "Warm starting from")
   params, warm = warm_start(config, model, model.init(init_rng))
   print(f"Warm start: {', '.join(warm['loaded'])} from {warm['path']}.")
   return Start(train_state.init_state(params, txs), warm_start=warm)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import ml_collections
 from mtms_jax import checkpoint, models, optim, parallel, rundir
-from mtms_jax.data import Dataset, registry
+from mtms_jax.data import Dataset, fingerprint, registry
 from mtms_jax.eval import metrics, prediction, validation
 from mtms_jax.schema import FeatureSchema
 from mtms_jax.train import early_stopping
@@ -48,18 +48,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     frozen_scenes: phase -> the scenes (names) whose components its updates keep as they
       are (`freezing.keep_frozen`; runs/add_scene.py).
   """
-  data = registry.load_data(config.data)
+  source = registry.load_source(config.data)
+  data_fingerprint = fingerprint.of(source, config.data)
+  data = registry.configured_scenes(source, config.data)
   days = validation.split(config, data)
   early_stopping.check_validation_metrics(config, days.val)
-  parts = assemble(config, data.schema, days, frozen_scenes or {})
+  parts = assemble(config, data.schema, days, frozen_scenes or {}, data_fingerprint)
   with checkpoint.Checkpoints(workdir, config.checkpoint) as checkpoints:
     start = (resume.restore(checkpoints, parts.identity, parts.abstract_state, parts.batches,
                             parts.stopping)
              or resume.initialize(config, parts.model, parts.txs, parts.abstract_state,
-                                  warm_start))
+                                  parts.identity, warm_start))
     start.state = jax.device_put(start.state, parts.shardings)
     rundir.write_config(workdir, config)
     rundir.write_text(workdir, rundir.SCHEMA, data.schema.to_json())
+    rundir.write_json(workdir, rundir.DATA_FINGERPRINT, data_fingerprint)
     with rundir.RunWriter(workdir, start.step) as writer:
       saver = resume.Saver(checkpoints, parts.identity, start)
       runner = loop.Loop(config, parts.segments, parts.update_fns, parts.batches,
@@ -96,8 +99,9 @@ class Parts:
 
 
 def assemble(config: ml_collections.ConfigDict, schema: FeatureSchema, days: validation.Split,
-             frozen_scenes: Mapping[str, Sequence[str]]) -> Parts:
-  """The run's parts; raises on a config the data or devices cannot take, before training."""
+             frozen_scenes: Mapping[str, Sequence[str]], data_fingerprint: dict) -> Parts:
+  """The run's parts; raises on a config the data or devices cannot take, before training.
+  data_fingerprint: of the data the days are of (`data.fingerprint.of`)."""
   plan = parallel.make_plan(config)
   model = models.get_model(schema, parallel.model_config(plan, config.model))
   init_rng = jax.random.key(config.seed)
@@ -120,7 +124,7 @@ def assemble(config: ml_collections.ConfigDict, schema: FeatureSchema, days: val
                parallel.with_shardings(abstract_state, shardings), update_fns, batches,
                evaluator, early_stopping.Policy(config.phases, model.phases,
                                                 evaluator.phase_score),
-               resume.Identity.of(config, schema, segments))
+               resume.Identity.of(config, schema, segments, data_fingerprint))
 
 
 def update_factory(model, tx, phase: str, config: ml_collections.ConfigDict,
