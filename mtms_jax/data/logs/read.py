@@ -7,7 +7,6 @@ machines and processes). `mtms_jax.data.logs.prepare` writes what this reads int
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from mtms_jax.data import checks
 from mtms_jax.data.logs import schema_file
 from mtms_jax.data.logs.schema_file import LogSchema
 from mtms_jax.errors import UserError
@@ -24,14 +24,7 @@ from mtms_jax.errors import UserError
 CHUNK_ROWS = 1 << 16
 
 
-@dataclasses.dataclass(frozen=True)
-class Where:
-  path: Path
-  first_row: int
-
-  def __call__(self, column: str, i: int) -> str:
-    return f"{self.path}, data row {self.first_row + i}, column {column!r}"
-
+Where = checks.Rows      # where a chunk's value is: file, data row, column
 
 
 # ----------------------------------------------------------------------------------------
@@ -140,9 +133,7 @@ def numbers(batch: pa.RecordBatch, name: str) -> np.ndarray:
 
 def label(batch: pa.RecordBatch, name: str, where: Where) -> np.ndarray:
   values = numbers(batch, name)
-  bad = np.flatnonzero((values != 0) & (values != 1))
-  if bad.size:
-    raise UserError(f"{where(name, bad[0])}: expected a label 0 or 1, got {values[bad[0]]}")
+  checks.label(values, name, where)
   return values.astype(np.float32)
 
 
@@ -150,36 +141,23 @@ def ids(batch: pa.RecordBatch, field: schema_file.Sparse, where: Where) -> np.nd
   column = batch.column(field.name)
   if field.hash_buckets:
     return hash_ids(column, field.hash_buckets)
-  values = numbers(batch, field.name)
-  bad = np.flatnonzero(~(values >= 0) | (values >= field.vocab))    # NaN (missing) fails too
-  if bad.size:
-    raise UserError(f"{where(field.name, bad[0])}: expected an id in [0, {field.vocab}), got "
-                    f"{values[bad[0]]}; ids that are not below a known vocab need "
-                    "hash_buckets")
+  checks.ids(numbers(batch, field.name), field.name, where, field.vocab,
+             "; ids that are not below a known vocab need hash_buckets")
   return pc.cast(column, pa.int32()).to_numpy(zero_copy_only=False)
 
 
 def dense(batch: pa.RecordBatch, field: schema_file.Dense, where: Where) -> np.ndarray:
   values = numbers(batch, field.name)
-  bad = np.flatnonzero(~np.isfinite(values))
-  if bad.size:
-    raise UserError(f"{where(field.name, bad[0])}: expected a finite number, got "
-                    f"{values[bad[0]]} (a missing value reads as nan)")
+  checks.finite(values, field.name, where)
   if field.transform == "log1p":
-    bad = np.flatnonzero(values <= -1)
-    if bad.size:
-      raise UserError(f"{where(field.name, bad[0])}: transform log1p needs values > -1, got "
-                      f"{values[bad[0]]}")
+    checks.expect(values > -1, values, field.name, where, "values > -1 (transform log1p)")
     values = np.log1p(values)
   return values.astype(np.float32)
 
 
 def day(batch: pa.RecordBatch, name: str, where: Where) -> np.ndarray:
   values = numbers(batch, name)
-  bad = np.flatnonzero(~(values >= 0) | (values > np.iinfo(np.int32).max))
-  if bad.size:
-    raise UserError(f"{where(name, bad[0])}: expected a day (an integer >= 0), got "
-                    f"{values[bad[0]]}")
+  checks.day(values, name, where)
   return values.astype(np.int32)
 
 

@@ -70,7 +70,7 @@ def test_bad_csv_values(tmp_path, capsys, train, expected):
 
 def test_conversion_without_click_is_counted_then_dropped_on_request(tmp_path, capsys):
   rows = HEADER + GOOD_ROWS[0] + "0,1,3,a7,1.0,feed\n" * 2 + GOOD_ROWS[1]
-  fails(write(tmp_path, rows), capsys, "train.csv, data row 1", "in 2 rows",
+  fails(write(tmp_path, rows), capsys, "train.csv, data row 1, column 'buy'", "in 2 rows",
         "conversion_without_click: drop")
   path = write(tmp_path, rows, schema_extra="conversion_without_click: drop\n")
   assert prepare.main([str(path)]) == 0
