@@ -48,8 +48,7 @@ class BatchCheck:
                                f"{(n, *shape)} ({n} rows, as 'scene')")
     return {"ids": whole_numbers("ids", columns["ids"], self.id_limits, self.sparse),
             "dense": finite_floats(columns["dense"], self.dense),
-            "scene": whole_numbers("scene", columns["scene"][:, np.newaxis],
-                                   self.scene_limit, [None])[:, 0]}
+            "scene": whole_numbers("scene", columns["scene"], self.scene_limit, [None])}
 
 
 def numbers_of(column: str, value) -> np.ndarray:
@@ -84,25 +83,29 @@ def _is_number(x) -> bool:
 
 def whole_numbers(column: str, array: np.ndarray, limits: np.ndarray,
                   fields: list) -> np.ndarray:
-  """`array` (B, F) as int32, checked in its own dtype: whole numbers in [0, limits[f])."""
+  """`array` (B, F) or (B,) as int32, checked in its own dtype: whole numbers in
+  [0, limits[f])."""
   ok = (array >= 0) & (array < limits)          # False for NaN
   if array.dtype.kind == "f":
     ok &= array == np.floor(array)
   if not ok.all():
-    row, f = np.argwhere(~ok)[0]
+    index = tuple(np.argwhere(~ok)[0])
+    row, f = index[0], index[-1] if array.ndim == 2 else 0
     field = f", field {fields[f]!r}" if fields[f] else ""
-    raise errors.UserError(f"batch column {column!r}, row {row}{field}: {array[row, f]} is "
+    raise errors.UserError(f"batch column {column!r}, row {row}{field}: {array[index]} is "
                            f"not an integer in [0, {limits[f]})")
-  return array.astype(np.int32)
+  return array.astype(np.int32, copy=False)
 
 
 def finite_floats(array: np.ndarray, fields: list[str]) -> np.ndarray:
   """`array` (B, Nd) as float32; UserError at the first value not finite as a float32."""
-  with np.errstate(over="ignore"):
-    floats = array.astype(np.float32)
-  bad = ~np.isfinite(floats)
-  if bad.any():
-    row, f = np.argwhere(bad)[0]
+  if array.dtype == np.float32:
+    floats = array
+  else:
+    with np.errstate(over="ignore"):            # float64 beyond float32's range: inf
+      floats = array.astype(np.float32)
+  if not np.isfinite(floats).all():
+    row, f = np.argwhere(~np.isfinite(floats))[0]
     raise errors.UserError(f"batch column 'dense', row {row}, field {fields[f]!r}: "
                            f"{array[row, f]} is not a finite float32")
   return floats
