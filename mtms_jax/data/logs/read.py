@@ -90,15 +90,18 @@ def _read_csv(schema: LogSchema, path: Path) -> Iterator[pa.RecordBatch]:
   read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
   types, rows_read = {}, 0
   try:
-    names = pa_csv.open_csv(path, parse_options=parse, read_options=read).schema.names
+    # Readers closed when done, not left to the collector at exit (see the commit).
+    with pa_csv.open_csv(path, parse_options=parse, read_options=read) as header:
+      names = header.schema.names
     _check_columns(schema, path, names)
     types = {n: {"any": pa.string(), "int": pa.int64(), "number": pa.float64()}[
         _expected(schema, n)] for n in schema.columns()}
     convert = pa_csv.ConvertOptions(include_columns=schema.columns(), column_types=types)
-    for batch in pa_csv.open_csv(path, parse_options=parse, convert_options=convert,
-                                 read_options=read):
-      yield batch
-      rows_read += batch.num_rows
+    with pa_csv.open_csv(path, parse_options=parse, convert_options=convert,
+                         read_options=read) as reader:
+      for batch in reader:
+        yield batch
+        rows_read += batch.num_rows
   except pa.ArrowInvalid as e:
     if bad_lines:
       line = bad_lines[0]
@@ -120,16 +123,17 @@ def _conversion_error(path: Path, types: dict[str, pa.DataType], parse: pa_csv.P
   strings = pa_csv.ConvertOptions(include_columns=list(types), strings_can_be_null=True,
                                   column_types={n: pa.string() for n in types})
   first_row = 0
-  for batch in pa_csv.open_csv(path, parse_options=parse, convert_options=strings,
-                               read_options=read):
-    if first_row + batch.num_rows > rows_read:
-      for name, type_ in types.items():
-        i = _first_unconvertible(batch.column(name), type_)
-        if i is not None:
-          what = "an integer" if pa.types.is_integer(type_) else "a number"
-          value = batch.column(name)[i].as_py()
-          return f"{Where(path, first_row)(name, i)}: expected {what}, got {value!r}"
-    first_row += batch.num_rows
+  with pa_csv.open_csv(path, parse_options=parse, convert_options=strings,
+                       read_options=read) as reader:
+    for batch in reader:
+      if first_row + batch.num_rows > rows_read:
+        for name, type_ in types.items():
+          i = _first_unconvertible(batch.column(name), type_)
+          if i is not None:
+            what = "an integer" if pa.types.is_integer(type_) else "a number"
+            value = batch.column(name)[i].as_py()
+            return f"{Where(path, first_row)(name, i)}: expected {what}, got {value!r}"
+      first_row += batch.num_rows
   return None
 
 
