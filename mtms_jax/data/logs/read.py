@@ -90,7 +90,8 @@ def _read_csv(schema: LogSchema, path: Path) -> Iterator[pa.RecordBatch]:
   read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
   types, rows_read = {}, 0
   try:
-    # Readers closed when done, not left to the collector at exit (see the commit).
+    # Readers closed when done: one left to the collector is the likely cause of a rare
+    # abort at exit ("terminate called without an active exception").
     with pa_csv.open_csv(path, parse_options=parse, read_options=read) as header:
       names = header.schema.names
     _check_columns(schema, path, names)
