@@ -63,8 +63,8 @@ def check(config: ml_collections.ConfigDict) -> None:
       check_section(config)
   if config.get("quality"):
     epochs = tuple(config.quality.curve_epochs)
-    errors.expect(epochs and all(e > 0 for e in epochs), "config.quality.curve_epochs", epochs,
-                  "epochs > 0, at least one")
+    errors.expect(all(e > 0 for e in epochs), "config.quality.curve_epochs", epochs,
+                  "epochs > 0 (() for no curves)")
   if config.get("sweep"):
     check_sweep(config.sweep)
 

@@ -20,6 +20,7 @@ from typing import IO
 
 import numpy as np
 
+from mtms_jax.data import checks
 from mtms_jax.errors import UserError
 from mtms_jax.schema import SparseField
 
@@ -68,7 +69,7 @@ def split_files(path: Path, pattern: str, day: int) -> list[tuple[Path, int]]:
 def _split_of(path: Path) -> str:
   found = {_SPLIT_WORDS[m.lower()] for m in _SPLIT_RE.findall(path.name)}
   if len(found) != 1:
-    raise ValueError(f"{path}: cannot tell its split from the name (expected exactly one of "
+    raise UserError(f"{path}: cannot tell its split from the name (expected exactly one of "
                      "train/val/test in it); load the file on its own with day=...")
   return found.pop()
 
@@ -83,9 +84,13 @@ class Table:
 
   def index(self, name: str) -> int:
     if name not in self.names:
-      raise ValueError(f"{self.source}: missing column {name!r}; the columns are "
+      raise UserError(f"{self.source}: missing column {name!r}; the columns are "
                        f"{list(self.names)}")
     return self.names.index(name)
+
+  def where(self, column: str, i: int) -> str:
+    """Where row i's value of `column` is: the file and its line (`checks.Where`)."""
+    return f"{self.source}, line {self.lines[i]}, column {column!r}"
 
   def values(self, name: str) -> list[str]:
     """The column as a list of str."""
@@ -106,7 +111,7 @@ class Table:
         try:
           float(value)
         except ValueError:
-          raise ValueError(f"{self.source}, line {line}, column {name!r}: expected a "
+          raise UserError(f"{self.source}, line {line}, column {name!r}: expected a "
                            f"number, got {value!r}") from None
       raise
 
@@ -123,7 +128,7 @@ def read_table(path: Path, names: Sequence[str] | None = None, delimiter: str = 
     encoding: the file's text encoding.
 
   Raises:
-    ValueError: a line has more or fewer fields than there are columns, or no data rows.
+    UserError: a line has more or fewer fields than there are columns, or no data rows.
   """
   rows, lines = [], []
   with open_text(path, encoding) as f:
@@ -136,12 +141,12 @@ def read_table(path: Path, names: Sequence[str] | None = None, delimiter: str = 
       if not row:
         continue
       if len(row) != len(names):
-        raise ValueError(f"{path}, line {reader.line_num}: {len(row)} fields, expected "
+        raise UserError(f"{path}, line {reader.line_num}: {len(row)} fields, expected "
                          f"{len(names)} ({list(names)})")
       rows.append(row)
       lines.append(reader.line_num)
   if not rows:
-    raise ValueError(f"{path}: no data rows")
+    raise UserError(f"{path}: no data rows")
   return Table(str(path), names, rows, lines)
 
 
@@ -165,7 +170,7 @@ def read_numeric(path: Path, layouts: Mapping[int, Sequence[str]] | None = None
   elif layouts and len(first) in layouts:
     names = tuple(layouts[len(first)])
   else:
-    raise ValueError(f"{path}, line 1: no header line and {len(first)} columns; expected a "
+    raise UserError(f"{path}, line 1: no header line and {len(first)} columns; expected a "
                      f"header, or a headerless layout of {sorted(layouts or ())} columns")
   try:
     with open_text(path) as f, warnings.catch_warnings():
@@ -178,11 +183,11 @@ def read_numeric(path: Path, layouts: Mapping[int, Sequence[str]] | None = None
     table = read_table(path, names=None if has_header else names)
     for name in names:
       table.numbers(name)
-    raise ValueError(f"{path}: {e}") from e
+    raise UserError(f"{path}: {e}") from e
   if not len(values):
-    raise ValueError(f"{path}: no data rows")
+    raise UserError(f"{path}: no data rows")
   if values.shape[1] != len(names):
-    raise ValueError(f"{path}: {len(names)} column names but {values.shape[1]} fields in "
+    raise UserError(f"{path}: {len(names)} column names but {values.shape[1]} fields in "
                      f"each data row ({list(names)})")
   return names, values
 
@@ -196,50 +201,35 @@ def _is_number(text: str) -> bool:
 
 
 def check_same_columns(files: Sequence[Path], names: Sequence[tuple[str, ...]]) -> None:
-  """Raises ValueError naming the first file whose columns differ from the first file's."""
+  """Raises UserError naming the first file whose columns differ from the first file's."""
   for path, other in zip(files, names):
     if other != names[0]:
-      raise ValueError(f"{path}: columns {list(other)} differ from those of {files[0]} "
+      raise UserError(f"{path}: columns {list(other)} differ from those of {files[0]} "
                        f"({list(names[0])}); load files of one format together")
 
 
 def column(names: Sequence[str], values: np.ndarray, name: str, source: str) -> np.ndarray:
   """Column `name` of a `read_numeric` array; a missing column is an error naming the file."""
   if name not in names:
-    raise ValueError(f"{source}: missing column {name!r}; the columns are {list(names)}")
+    raise UserError(f"{source}: missing column {name!r}; the columns are {list(names)}")
   return values[:, list(names).index(name)]
 
 
-def check_binary(values: np.ndarray, name: str, source: str) -> None:
-  """Raises ValueError naming the first data row whose label is not 0 or 1."""
-  bad = np.flatnonzero((values != 0) & (values != 1))
-  if bad.size:
-    raise ValueError(f"{source}, data row {bad[0]}, column {name!r}: expected 0 or 1, got "
-                     f"{values[bad[0]]}")
-
-
-def check_ids(values: np.ndarray, name: str, source: str) -> None:
-  """Raises ValueError naming the first data row whose id is negative or fractional."""
-  bad = np.flatnonzero(~np.isfinite(values) | (values < 0) | (values != np.floor(values)))
-  if bad.size:
-    raise ValueError(f"{source}, data row {bad[0]}, column {name!r}: expected an id "
-                     f"(integer >= 0), got {values[bad[0]]}")
-
-
 def conversion_without_click(click: np.ndarray, conversion: np.ndarray, source: str,
-                             policy: str) -> np.ndarray:
+                             policy: str, column: str) -> np.ndarray:
   """Mask of the rows to keep, applying `policy` to conversions logged without a click.
 
   Args:
     policy: 'drop' drops those rows with a warning that counts them (torch-rechub's rule
-      for Ali-CCP); 'raise' raises ValueError naming the first one.
+      for Ali-CCP); 'raise' raises UserError naming the first one.
+    column: the file's conversion column (e.g. 'purchase'), named by the error.
   """
   if policy not in ("drop", "raise"):
     raise UserError(f"conversion_without_click must be 'drop' or 'raise', got {policy!r}")
   bad = (conversion > 0) & (click == 0)
   if bad.any() and policy == "raise":
-    raise ValueError(f"{source}, data row {np.flatnonzero(bad)[0]}: conversion without a "
-                     "click (pass conversion_without_click='drop' to drop such rows)")
+    raise UserError(f"{checks.Rows(source)(column, int(np.flatnonzero(bad)[0]))}: conversion "
+                    "without a click (pass conversion_without_click='drop' to drop such rows)")
   if bad.any():
     warnings.warn(f"{source}: dropped {int(bad.sum())} of {len(bad)} rows with a conversion "
                   "but no click", stacklevel=2)

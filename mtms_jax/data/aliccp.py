@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtms_jax.data import Dataset, _tabular, as_columns
+from mtms_jax.data import Dataset, _tabular, as_columns, checks
+from mtms_jax.errors import UserError
 from mtms_jax.schema import DenseField, FeatureSchema
 
 SCENE_FIELD = "301"
@@ -72,7 +73,7 @@ def load(path: _tabular.PathLike, *, day: int = 0, scenes: Sequence[int] | None 
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    ValueError: a file lacks a column, holds a value that is not a number, a label that is
+    UserError: a file lacks a column, holds a value that is not a number, a label that is
       not 0 or 1, a negative or fractional id or (with `scenes`) an unlisted 301 value.
   """
   path = _tabular.require(path, "Ali-CCP", _WHERE)
@@ -90,19 +91,23 @@ def _read(path: Path, policy: str, scenes: Sequence[int] | None
   """One file's columns and the rows kept, after checking the values."""
   names, values = _tabular.read_numeric(path, _LAYOUTS)
   source = str(path)
-  sparse, _ = _fields(names, source)
+  sparse, dense = _fields(names, source)
   click, purchase = (_tabular.column(names, values, c, source) for c in _LABELS)
+  where = checks.Rows(source)
   for label, column in zip(_LABELS, (click, purchase)):
-    _tabular.check_binary(column, label, source)
+    checks.label(column, label, where)
   for name in (*sparse, SCENE_FIELD):
-    _tabular.check_ids(_tabular.column(names, values, name, source), name, source)
+    checks.ids(_tabular.column(names, values, name, source), name, where)
+  for name in dense:
+    checks.finite(_tabular.column(names, values, name, source), name, where)
   if scenes is not None:
     scene = _tabular.column(names, values, SCENE_FIELD, source)
     bad = np.flatnonzero(~np.isin(scene, scenes))
     if bad.size:
-      raise ValueError(f"{source}, data row {bad[0]}, column {SCENE_FIELD!r}: "
+      raise UserError(f"{source}, data row {bad[0]}, column {SCENE_FIELD!r}: "
                        f"{scene[bad[0]]:g} is not one of scenes={list(scenes)}")
-  return names, values[_tabular.conversion_without_click(click, purchase, source, policy)]
+  keep = _tabular.conversion_without_click(click, purchase, source, policy, _LABELS[1])
+  return names, values[keep]
 
 
 def _fields(names: Sequence[str], source: str) -> tuple[list[str], list[str]]:
@@ -116,7 +121,7 @@ def _fields(names: Sequence[str], source: str) -> tuple[list[str], list[str]]:
     elif name.startswith("D") and _FIELD_RE.fullmatch(name[1:]):
       dense.append(name)
     else:
-      raise ValueError(f"{source}: unexpected column {name!r}; Ali-CCP columns are click, "
+      raise UserError(f"{source}: unexpected column {name!r}; Ali-CCP columns are click, "
                        "purchase, field ids such as 101 or 109_14, and D<field id>")
   return sparse, dense
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtms_jax.data import Dataset, _tabular, as_columns
+from mtms_jax.data import Dataset, _tabular, as_columns, checks
 from mtms_jax.errors import UserError
 from mtms_jax.schema import DenseField, FeatureSchema
 
@@ -60,7 +60,7 @@ def load(path: _tabular.PathLike, *, day: int = 0, country: str | None = None,
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    ValueError: what `aliccp.load` raises for, or a file's country is unknown or unlisted.
+    UserError: what `aliccp.load` raises for, or a file's country is unknown or unlisted.
   """
   path = _tabular.require(path, "AliExpress", _WHERE)
   files = _tabular.split_files(path, "*.csv", day)
@@ -101,13 +101,17 @@ def _read(path: Path, policy: str) -> tuple[tuple[str, ...], np.ndarray]:
   """One file's columns and the rows kept, after checking the values."""
   names, values = _tabular.read_numeric(path)
   source = str(path)
-  sparse, _ = _fields(names, source)
+  sparse, dense = _fields(names, source)
   click, conversion = (_tabular.column(names, values, c, source) for c in _LABELS)
+  where = checks.Rows(source)
   for label, column in zip(_LABELS, (click, conversion)):
-    _tabular.check_binary(column, label, source)
+    checks.label(column, label, where)
   for name in sparse:
-    _tabular.check_ids(_tabular.column(names, values, name, source), name, source)
-  return names, values[_tabular.conversion_without_click(click, conversion, source, policy)]
+    checks.ids(_tabular.column(names, values, name, source), name, where)
+  for name in dense:
+    checks.finite(_tabular.column(names, values, name, source), name, where)
+  keep = _tabular.conversion_without_click(click, conversion, source, policy, _LABELS[1])
+  return names, values[keep]
 
 
 def _fields(names: Sequence[str], source: str) -> tuple[list[str], list[str]]:
@@ -116,10 +120,10 @@ def _fields(names: Sequence[str], source: str) -> tuple[list[str], list[str]]:
   dense = [n for n in names if n.startswith("numerical_")]
   other = sorted(set(names) - set(sparse) - set(dense) - {"search_id", *_LABELS})
   if other:
-    raise ValueError(f"{source}: unexpected columns {other}; AliExpress columns are "
+    raise UserError(f"{source}: unexpected columns {other}; AliExpress columns are "
                      "search_id, categorical_*, numerical_*, click and conversion")
   if not sparse:
-    raise ValueError(f"{source}: no categorical_* columns; the columns are {list(names)}")
+    raise UserError(f"{source}: no categorical_* columns; the columns are {list(names)}")
   return sparse, dense
 
 

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from mtms_jax.data import Dataset, _tabular, as_columns
+from mtms_jax.data import Dataset, _tabular, as_columns, checks
 from mtms_jax.errors import UserError
 from mtms_jax.schema import DenseField, FeatureSchema, SparseField
 
@@ -69,6 +69,9 @@ DENSE = ("age", "wage_per_hour", "capital_gains", "capital_losses", "stock_divid
          "num_emp", "weeks_worked")
 SPARSE = tuple(c for c in COLUMNS
                if c not in (*DENSE, "marital_stat", "instance_weight", "income_50k"))
+# What a value can be: ages in years, weeks of a year; the other dense columns are counts
+# or amounts, >= 0.
+_DENSE_RANGES = {"age": (0, 120), "weeks_worked": (0, 52)}
 _INCOME = {"50000+.": 1.0, "- 50000.": 0.0}
 _NEVER_MARRIED = "Never married"
 _MISSING = "?"
@@ -101,9 +104,10 @@ def load_multitask(path: _tabular.PathLike, *, scene_column: str | None = None,
 
   Raises:
     FileNotFoundError: `path` does not exist or holds no census-income files.
-    ValueError: a line has the wrong number of fields, a numeric column holds something
-      else, or an income label is neither '50000+.' nor '- 50000.'.
-    UserError: an argument is bad.
+    UserError: a line has the wrong number of fields, a numeric column holds something
+      else or a value outside its range (age [0, 120], weeks_worked [0, 52], the others
+      >= 0, no NaN), or an income label is neither '50000+.' nor '- 50000.'; or an
+      argument is bad.
   """
   path = _tabular.require(path, "Census-Income (KDD)", _WHERE)
   if click_label not in ("never_married", "income"):
@@ -119,7 +123,7 @@ def load_multitask(path: _tabular.PathLike, *, scene_column: str | None = None,
   # Categories are encoded as read: only a few values end in a space, never two spellings
   # of one category, so only the values compared with text below are stripped.
   categorical = {c: [v for t in tables for v in t.values(c)] for c in SPARSE}
-  dense = np.stack([np.concatenate([t.numbers(c) for t in tables]) for c in DENSE], axis=1)
+  dense = np.stack([np.concatenate([_dense(t, c) for t in tables]) for c in DENSE], axis=1)
   labels = {"income": np.concatenate([_income(t) for t in tables]),
             "never_married": np.array([v.strip() == _NEVER_MARRIED for t in tables
                                        for v in t.values("marital_stat")], np.float32)}
@@ -135,17 +139,24 @@ def _read(path: Path) -> _tabular.Table:
   with _tabular.open_text(path) as f:
     width = len(next(csv.reader(f), []))
   if width not in (len(COLUMNS), len(COLUMNS) + 1):
-    raise ValueError(f"{path}, line 1: {width} fields, expected {len(COLUMNS)} (UCI "
+    raise UserError(f"{path}, line 1: {width} fields, expected {len(COLUMNS)} (UCI "
                      f"census-income) or {len(COLUMNS) + 1} (with a leading index)")
   names = COLUMNS if width == len(COLUMNS) else ("index", *COLUMNS)
   return _tabular.read_table(path, names, skipinitialspace=True)
+
+
+def _dense(table: _tabular.Table, name: str) -> np.ndarray:
+  """A dense column's numbers, each inside the range it can take (`_DENSE_RANGES`)."""
+  values = table.numbers(name)
+  checks.in_range(values, name, table.where, *_DENSE_RANGES.get(name, (0, np.inf)))
+  return values
 
 
 def _income(table: _tabular.Table) -> np.ndarray:
   values = [v.strip() for v in table.values("income_50k")]
   for value, line in zip(values, table.lines):
     if value not in _INCOME:
-      raise ValueError(f"{table.source}, line {line}, column 'income_50k': expected one of "
+      raise UserError(f"{table.source}, line {line}, column 'income_50k': expected one of "
                        f"{list(_INCOME)}, got {value!r}")
   return np.array([_INCOME[v] for v in values], dtype=np.float32)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtms_jax.data import Dataset, _tabular, as_columns
+from mtms_jax.data import Dataset, _tabular, as_columns, checks
 from mtms_jax.errors import UserError
 from mtms_jax.schema import FeatureSchema, SparseField
 
@@ -73,8 +73,9 @@ def load(path: _tabular.PathLike, *, num_days: int = 10) -> Dataset:
 
   Raises:
     FileNotFoundError: `path` does not exist, or a folder holds neither format.
-    ValueError: a file lacks a column or has a bad value, or a rating names a user or an
-      item that its users or items file does not list.
+    UserError: a file lacks a column or has a bad value (a rating outside [0.5, 5], a
+      timestamp that is not whole seconds >= 0, an age outside [1, 120], NaN), or a rating
+      names a user or an item that its users or items file does not list.
   """
   path = _tabular.require(path, "MovieLens", _WHERE)
   if path.is_file():
@@ -134,8 +135,7 @@ def _merged_csv(path: Path) -> _Ratings:
   years = np.array([m.group(1) if (m := _YEAR_RE.search(t)) else ""
                     for t in table.strings("title")], dtype=str)
   return _Ratings(user=table.strings("user"), item=table.strings("item"),
-                  rating=table.numbers("rating"), timestamp=table.numbers("timestamp"),
-                  age=table.numbers("age"), gender=table.strings("gender"),
+                  **_rating_and_time(table), age=_ages(table), gender=table.strings("gender"),
                   occupation=table.strings("occupation"), zip=table.strings("zip"),
                   genres=table.strings("genres"), year=years)
 
@@ -146,10 +146,26 @@ def _join(data: _tabular.Table, users: _tabular.Table, items: _tabular.Table,
   u = _lookup(data, "user", users)
   i = _lookup(data, "item", items)
   return _Ratings(user=data.strings("user"), item=data.strings("item"),
-                  rating=data.numbers("rating"), timestamp=data.numbers("timestamp"),
-                  age=users.numbers("age")[u], gender=users.strings("gender")[u],
+                  **_rating_and_time(data), age=_ages(users)[u],
+                  gender=users.strings("gender")[u],
                   occupation=users.strings("occupation")[u], zip=users.strings("zip")[u],
                   genres=item_genres[i], year=item_years[i])
+
+
+def _rating_and_time(table: _tabular.Table) -> dict[str, np.ndarray]:
+  """The ratings, in [0.5, 5] (GroupLens' 1-5 stars, halves in the later releases), and
+  their timestamps, whole seconds since 1970."""
+  rating, timestamp = table.numbers("rating"), table.numbers("timestamp")
+  checks.in_range(rating, "rating", table.where, 0.5, 5, "a rating")
+  checks.timestamp(timestamp, "timestamp", table.where)
+  return {"rating": rating, "timestamp": timestamp}
+
+
+def _ages(table: _tabular.Table) -> np.ndarray:
+  """Ages in years (ML-100K) or ML-1M's age codes (1, 18, ..., 56): in [1, 120] either way."""
+  ages = table.numbers("age")
+  checks.in_range(ages, "age", table.where, 1, 120, "an age")
+  return ages
 
 
 def _lookup(data: _tabular.Table, key: str, table: _tabular.Table) -> np.ndarray:
@@ -159,7 +175,7 @@ def _lookup(data: _tabular.Table, key: str, table: _tabular.Table) -> np.ndarray
   rows = order[np.minimum(np.searchsorted(keys[order], wanted), len(keys) - 1)]
   bad = np.flatnonzero(keys[rows] != wanted)
   if bad.size:
-    raise ValueError(f"{data.source}, line {data.lines[bad[0]]}, column {key!r}: "
+    raise UserError(f"{data.source}, line {data.lines[bad[0]]}, column {key!r}: "
                      f"{str(wanted[bad[0]])!r} is not listed in {table.source}")
   return rows
 

@@ -51,34 +51,44 @@ def curve_config(config: ml_collections.ConfigDict, name: str, epochs: int
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """The comparison at defaults, the epoch curves, the reference rows; writes quality.md."""
+  """The comparison at defaults, the epoch curves, the reference rows; writes quality.md.
+  Any data: the tasks are the data's (CTR-only logs: ctr alone), the oracle row needs the
+  true probabilities, the logistic regression the zipf workload's known fields."""
   summary = compare.run(config, workdir)
-  c = config.compare
-  curve = {}
-  for name in c.order:
-    for epochs in config.quality.curve_epochs:
-      run_dir = os.path.join(workdir, "epochs", name, str(epochs))
-      print(f"\n=== {name}, {epochs} epochs, early stopping off: {run_dir}")
-      results = compare.train_or_reuse(curve_config(config, name, epochs), run_dir)
-      curve.update({f"{name}/epochs{epochs}/{t}/auc": results[f"test/all/{t}/auc"]
-                    for t in tasks.ALL})
-  out = {**summary, **curve, **reference(config)}
+  data = registry.load_data(config.data)
+  task_names = tasks.with_derived(data.schema.tasks)
+  out = {**summary, **epoch_curves(config, workdir, task_names)}
+  if config.data.name == "zipf" and not config.data.get("schema"):   # its fields known
+    out.update(reference(config, data))
   default = {name: rundir.read_json(os.path.join(workdir, name, "seed0"), rundir.RESULTS)
-             for name in c.order}
-  for name in c.order:
+             for name in config.compare.order}
+  for name in config.compare.order if config.quality.curve_epochs else ():
     out[f"{name}/below_best_epoch"] = max(
         max(out[f"{name}/epochs{e}/{t}/auc"] for e in config.quality.curve_epochs)
-        - default[name][f"test/all/{t}/auc"] for t in tasks.ALL)
+        - default[name][f"test/all/{t}/auc"] for t in task_names)
   rundir.write_json(workdir, rundir.QUALITY_JSON, out)
-  text = quality_md(config, out)
+  text = quality_md(config, out, task_names)
   rundir.write_text(workdir, rundir.QUALITY_MD, text + "\n")
   print("\n" + text)
   return out
 
 
-def reference(config: ml_collections.ConfigDict) -> dict[str, float]:
+def epoch_curves(config: ml_collections.ConfigDict, workdir: str, task_names: tuple[str, ...]
+                 ) -> dict[str, float]:
+  """'<row>/epochs<e>/<task>/auc': seed 0 of each row trained e epochs, early stopping off."""
+  curve = {}
+  for name in config.compare.order:
+    for epochs in config.quality.curve_epochs:
+      run_dir = os.path.join(workdir, "epochs", name, str(epochs))
+      print(f"\n=== {name}, {epochs} epochs, early stopping off: {run_dir}")
+      results = compare.train_or_reuse(curve_config(config, name, epochs), run_dir)
+      curve.update({f"{name}/epochs{epochs}/{t}/auc": results[f"test/all/{t}/auc"]
+                    for t in task_names})
+  return curve
+
+
+def reference(config: ml_collections.ConfigDict, data) -> dict[str, float]:
   """'logreg/<task>/auc': the known-fields logistic regression on the test rows."""
-  data = registry.load_data(config.data)
   days = validation.split(config, data)
   fit_on = days.train[config.train_days[0]]
   click, conversion = fit_on.columns["click"] > 0.5, fit_on.columns["conversion"]
@@ -115,36 +125,48 @@ def _logistic_regression(train_rows, fields, labels, test_rows, l2: float = 1.0)
   return special.expit(_one_hot(test_rows, fields) @ theta[1:] + theta[0])
 
 
-def quality_md(config: ml_collections.ConfigDict, out: dict) -> str:
+def quality_md(config: ml_collections.ConfigDict, out: dict, task_names: tuple[str, ...]
+               ) -> str:
+  """The table of quality.md; the oracle's and the logistic regression's rows and the share
+  of the oracle's lift where the run has them, an epoch column per curve epoch."""
   c, epochs = config.compare, tuple(config.quality.curve_epochs)
-  base = f"{c.baseline}/oracle/all"
-  oracle = {t: out[f"{base}/{t}/auc_mean"] for t in tasks.ALL}
-  header = (["model"] + [f"{t.upper()} AUC" for t in tasks.ALL] + ["share of oracle lift"]
-            + ["CTR calibration"] + [f"{e} ep. (CTR/CVR/CTCVR)" for e in epochs]
-            + ["below best epoch", "train s"])
+  oracle = {t: out.get(f"{c.baseline}/oracle/all/{t}/auc_mean") for t in task_names}
+  has_oracle = None not in oracle.values()
+
+  def lift(aucs):
+    return ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in zip(aucs, task_names))
+            ] if has_oracle else []
+  slash = "/".join(t.upper() for t in task_names)
+  header = (["model"] + [f"{t.upper()} AUC" for t in task_names]
+            + (["share of oracle lift"] if has_oracle else []) + ["CTR calibration"]
+            + [f"{e} ep. ({slash})" for e in epochs]
+            + (["below best epoch"] if epochs else []) + ["train s"])
   rows = []
   for name in c.order:
     key = f"{name}/test/all"
-    aucs = [out[f"{key}/{t}/auc_mean"] for t in tasks.ALL]
+    aucs = [out[f"{key}/{t}/auc_mean"] for t in task_names]
     rows.append(
         [c.rows[name].label]
         + [f"{out[f'{key}/{t}/auc_mean']:.4f} ± {out[f'{key}/{t}/auc_std']:.4f}"
-           for t in tasks.ALL]
-        + ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in zip(aucs, tasks.ALL))]
-        + [f"{out[f'{key}/ctr/calibration_mean']:.3f}"]
-        + ["/".join(f"{out[f'{name}/epochs{e}/{t}/auc']:.3f}" for t in tasks.ALL) for e in epochs]
-        + [f"{out[f'{name}/below_best_epoch']:+.4f}",
-           f"{out[f'{name}/train_seconds_mean']:.0f}"])
-  blank = [""] * (len(epochs) + 2)
-  rows.append(["oracle (true probabilities)"] + [f"{oracle[t]:.4f}" for t in tasks.ALL]
-              + ["100%", ""] + blank)
-  logreg = [out[f"logreg/{t}/auc"] for t in tasks.ALL]
-  rows.append(["known-fields logistic regression"] + [f"{a:.4f}" for a in logreg]
-              + ["/".join(f"{(a - 0.5) / (oracle[t] - 0.5):.0%}" for a, t in
-                          zip(logreg, tasks.ALL)), ""] + blank)
+           for t in task_names]
+        + lift(aucs) + [f"{out[f'{key}/ctr/calibration_mean']:.3f}"]
+        + ["/".join(f"{out[f'{name}/epochs{e}/{t}/auc']:.3f}" for t in task_names)
+           for e in epochs]
+        + ([f"{out[f'{name}/below_best_epoch']:+.4f}"] if epochs else [])
+        + [f"{out[f'{name}/train_seconds_mean']:.0f}"])
+  blank = [""] * (len(header) - len(task_names) - 1 - has_oracle)
+  if has_oracle:
+    rows.append(["oracle (true probabilities)"] + [f"{oracle[t]:.4f}" for t in task_names]
+                + ["100%"] + blank)
+  if "logreg/ctr/auc" in out:
+    logreg = [out[f"logreg/{t}/auc"] for t in task_names]
+    rows.append(["known-fields logistic regression"] + [f"{a:.4f}" for a in logreg]
+                + lift(logreg) + blank)
   lines = [f"**Quality at defaults** (test rows, all scenes; mean ± std over {c.seeds} seeds)",
            "", markdown.table(header, rows)]
-  lines += ["", "Epoch columns: test AUC of seed 0 trained that many epochs a phase with early "
-            "stopping off. below best epoch: the largest, over tasks, of the best epoch's AUC "
-            "minus the default run's (seed 0); at most 0.01 means no overfitting collapse."]
+  if epochs:
+    lines += ["", "Epoch columns: test AUC of seed 0 trained that many epochs a phase with "
+              "early stopping off. below best epoch: the largest, over tasks, of the best "
+              "epoch's AUC minus the default run's (seed 0); at most 0.01 means no "
+              "overfitting collapse."]
   return "\n".join(lines)

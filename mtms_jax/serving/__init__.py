@@ -3,9 +3,9 @@
   scorer = serving.load("exported/quickstart")
   probs = scorer.score({"ids": ids, "dense": dense, "scene": scene})   # {'ctr', 'cvr'}: (B,)
 
-This module imports nothing else of mtms_jax, so a serving process needs only the artifact
-folder and `pip install jax flatbuffers numpy`. The batch is checked against the artifact's
-schema first: the graph clips an out-of-range id to the table's edge without a word.
+Scoring imports no training code of mtms_jax (only `serving.inputs` and `errors`), so a
+serving process needs only the artifact folder and `pip install jax flatbuffers numpy`. The
+batch is checked against the artifact's schema before it is cast (`serving.inputs`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import os
 
 import jax
 import numpy as np
+
+from mtms_jax.serving import inputs
 
 
 class Scorer:
@@ -29,38 +31,23 @@ class Scorer:
       self.exported = jax.export.deserialize(bytearray(f.read()))
     self.params = {name: jax.device_put(np.load(os.path.join(path, entry["file"])))
                    for name, entry in manifest.items()}
-    self.vocab_sizes = np.array([f["vocab_size"] for f in self.schema["sparse"]])
     self._call = jax.jit(self.exported.call)
+    self.check = inputs.BatchCheck(self.schema)
 
   @property
   def scenes(self) -> list[str]:
     return self.schema["scenes"]
 
-  def check(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The batch's columns in the graph's dtypes; ValueError naming what does not fit."""
-    columns = {k: np.asarray(batch[k], dtype=spec["dtype"]) if k in batch else None
-               for k, spec in self.schema["batch"].items()}
-    missing = [k for k, v in columns.items() if v is None]
-    if missing:
-      raise ValueError(f"batch lacks columns {missing}; expected {list(columns)}")
-    n = len(columns["scene"])
-    for k, spec in self.schema["batch"].items():
-      if columns[k].shape != (n, *spec["shape"][1:]):
-        raise ValueError(f"batch column {k!r} has shape {columns[k].shape}, expected "
-                         f"{(n, *spec['shape'][1:])}")
-    bad = (columns["ids"] < 0) | (columns["ids"] >= self.vocab_sizes)
-    if bad.any():
-      row, field = np.argwhere(bad)[0]
-      raise ValueError(f"row {row}, field {self.schema['sparse'][field]['name']!r}: id "
-                       f"{columns['ids'][row, field]} outside [0, {self.vocab_sizes[field]})")
-    if ((columns["scene"] < 0) | (columns["scene"] >= len(self.scenes))).any():
-      raise ValueError(f"scene outside [0, {len(self.scenes)}): scenes are {self.scenes}")
-    return columns
-
-  def score(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  def score(self, batch: dict) -> dict[str, np.ndarray]:
     """{'ctr': p(click), 'cvr': p(conversion | click)}, (B,) each, for a batch of
-    candidates: 'ids' (B, F) int, 'dense' (B, Nd) float, 'scene' (B,) int."""
-    out = self._call(self.params, self.check(batch))
+    candidates: 'ids' (B, F) int, 'dense' (B, Nd) float, 'scene' (B,) int; a single
+    candidate (ids (F,), dense (Nd,), a scalar scene) scores as a batch of one. The batch
+    is checked first (`serving.inputs.BatchCheck`); a value that does not fit is a UserError."""
+    columns = self.check(batch)
+    if len(columns["scene"]) == 0:             # a graph call needs a batch of at least 1
+      return jax.tree.unflatten(self.exported.out_tree, [
+          np.empty((0, *a.shape[1:]), a.dtype) for a in self.exported.out_avals])
+    out = self._call(self.params, columns)
     return {k: np.asarray(v) for k, v in out.items()}
 
 

@@ -75,7 +75,7 @@ def test_aliccp_aitm_folder_drops_purchase_without_click():
 
 def test_aliccp_aitm_raise_and_hash():
   path = shared("ali_ccp", "paddlerec_aitm_sample", "train.csv")
-  with pytest.raises(ValueError, match=r"train\.csv, data row \d+: conversion without"):
+  with pytest.raises(ValueError, match=r"train\.csv, data row \d+, column 'purchase': conversion "):
     aliccp.load(path, conversion_without_click="raise")
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -161,14 +161,15 @@ def test_aliexpress_bad_inputs(tmp_path):
                      r"a number, got 'abc'"):
     aliexpress.load(text, country="US")
   label = aliexpress_csv(tmp_path / "label.csv", [{}, {"click": 2}])
-  with pytest.raises(ValueError, match=r"label\.csv, data row 1, column 'click': expected 0 "
-                     r"or 1, got 2"):
+  with pytest.raises(ValueError, match=r"label\.csv, data row 1, column 'click': expected a "
+                     r"label 0 or 1, got 2"):
     aliexpress.load(label, country="US")
   neg = aliexpress_csv(tmp_path / "neg.csv", [{"categorical_5": -1}])
   with pytest.raises(ValueError, match=r"neg\.csv, data row 0, column 'categorical_5'"):
     aliexpress.load(neg, country="US")
   conversion = aliexpress_csv(tmp_path / "conv.csv", [{"conversion": 1}, {"click": 1}])
-  with pytest.raises(ValueError, match=r"conv\.csv, data row 0: conversion without a click"):
+  with pytest.raises(ValueError, match=r"conv\.csv, data row 0, column 'conversion': conversion "
+                     r"without a click"):
     aliexpress.load(conversion, country="US", conversion_without_click="raise")
 
 

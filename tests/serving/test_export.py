@@ -100,7 +100,7 @@ def test_serving_rejects_ids_outside_the_vocabulary(smoke_run, tmp_path):
   batch = {"ids": np.zeros((2, 5), np.int32), "dense": np.zeros((2, 1), np.float32),
            "scene": np.zeros(2, np.int32)}
   batch["ids"][1, 1] = 20                 # the smoke data has 20 ads
-  with pytest.raises(ValueError, match="row 1, field 'ad': id 20 outside"):
+  with pytest.raises(ValueError, match=r"row 1, field 'ad': 20 is not an integer in \[0, 20\)"):
     scorer.score(batch)
 
 

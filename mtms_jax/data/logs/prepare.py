@@ -182,7 +182,7 @@ def _convert_file(schema: LogSchema, path: Path, day: int, state: _State
              "day": read.day(batch, schema.day, where) if schema.day else np.full(n, day, np.int32)}
     if schema.conversion:
       chunk["conversion"] = read.label(batch, schema.conversion, where)
-      keep = _orphans(chunk, where, state)
+      keep = _orphans(chunk, where, schema.conversion, state)
       chunk = {k: np.ascontiguousarray(v[keep]) for k, v in chunk.items()}
     for d, count in zip(*np.unique(chunk["day"], return_counts=True)):
       state.rows_per_day[int(d)] = state.rows_per_day.get(int(d), 0) + int(count)
@@ -192,11 +192,12 @@ def _convert_file(schema: LogSchema, path: Path, day: int, state: _State
     raise UserError(f"{path}: no data rows (empty, or a header only)")
 
 
-def _orphans(chunk: dict, where: read.Where, state: _State) -> np.ndarray:
-  """Counts conversions without a click; the rows to keep under the schema's policy."""
+def _orphans(chunk: dict, where: read.Where, column: str, state: _State) -> np.ndarray:
+  """Counts conversions without a click; the rows to keep under the schema's policy.
+  `column`: the file's conversion column, which the message names (e.g. 'buy')."""
   orphan = (chunk["conversion"] > 0) & (chunk["click"] == 0)
   if orphan.any() and not state.orphans:
-    state.first_orphan = where("conversion", int(np.flatnonzero(orphan)[0]))
+    state.first_orphan = where(column, int(np.flatnonzero(orphan)[0]))
   state.orphans += int(orphan.sum())
   state.dropped += int(orphan.sum())
   return ~orphan

@@ -7,7 +7,6 @@ machines and processes). `mtms_jax.data.logs.prepare` writes what this reads int
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,21 +16,16 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from mtms_jax.data import checks
 from mtms_jax.data.logs import schema_file
 from mtms_jax.data.logs.schema_file import LogSchema
 from mtms_jax.errors import UserError
 
 CHUNK_ROWS = 1 << 16
+CSV_BLOCK_BYTES = 1 << 22     # a CSV chunk: pyarrow's block of the file's bytes
 
 
-@dataclasses.dataclass(frozen=True)
-class Where:
-  path: Path
-  first_row: int
-
-  def __call__(self, column: str, i: int) -> str:
-    return f"{self.path}, data row {self.first_row + i}, column {column!r}"
-
+Where = checks.Rows      # where a chunk's value is: file, data row, column
 
 
 # ----------------------------------------------------------------------------------------
@@ -93,41 +87,75 @@ def _read_csv(schema: LogSchema, path: Path) -> Iterator[pa.RecordBatch]:
     return "error"
   parse = pa_csv.ParseOptions(delimiter=schema.delimiter, invalid_row_handler=invalid_row)
   # One thread: pyarrow then numbers the lines it cannot parse.
-  read = pa_csv.ReadOptions(block_size=1 << 22, use_threads=False)
-  types = {}
+  read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
+  types, rows_read = {}, 0
   try:
-    names = pa_csv.open_csv(path, parse_options=parse, read_options=read).schema.names
+    # Readers closed when done: one left to the collector is the likely cause of a rare
+    # abort at exit ("terminate called without an active exception").
+    with pa_csv.open_csv(path, parse_options=parse, read_options=read) as header:
+      names = header.schema.names
     _check_columns(schema, path, names)
     types = {n: {"any": pa.string(), "int": pa.int64(), "number": pa.float64()}[
         _expected(schema, n)] for n in schema.columns()}
     convert = pa_csv.ConvertOptions(include_columns=schema.columns(), column_types=types)
-    yield from pa_csv.open_csv(path, parse_options=parse, convert_options=convert,
-                               read_options=read)
+    with pa_csv.open_csv(path, parse_options=parse, convert_options=convert,
+                         read_options=read) as reader:
+      for batch in reader:
+        yield batch
+        rows_read += batch.num_rows
   except pa.ArrowInvalid as e:
     if bad_lines:
       line = bad_lines[0]
       raise UserError(f"{path}, line {line.number}: {line.actual_columns} fields, expected "
                       f"{line.expected_columns} (a truncated or malformed line)") from None
-    found = _conversion_error(path, types) if types else None
+    found = _conversion_error(path, types, parse, read, rows_read) if types else None
     raise UserError(found or f"{path}: cannot read it as CSV ({e})") from None
 
 
-def _conversion_error(path: Path, types: dict[str, pa.DataType]) -> str | None:
-  """Finds the value pyarrow could not convert (its error names neither row nor column)."""
-  reader = pa_csv.open_csv(path, convert_options=pa_csv.ConvertOptions(
-      include_columns=list(types), column_types={n: pa.string() for n in types}))
+def _conversion_error(path: Path, types: dict[str, pa.DataType], parse: pa_csv.ParseOptions,
+                      read: pa_csv.ReadOptions, rows_read: int) -> str | None:
+  """Finds the value pyarrow could not convert (its error names neither row nor column).
+
+  The file is read again as strings (missing values null, as the typed read has them); the
+  rows before `rows_read` converted already, so only the chunks from there on are cast, a
+  column at a time, and the failing column's first bad row is found by halving: a few
+  casts of the whole chunk's size, about the time of the good path, not a cast per value.
+  """
+  strings = pa_csv.ConvertOptions(include_columns=list(types), strings_can_be_null=True,
+                                  column_types={n: pa.string() for n in types})
   first_row = 0
-  for batch in reader:
-    for name, type_ in types.items():
-      values = batch.column(name)
-      for i, value in enumerate(values.to_pylist()):
-        try:
-          pc.cast(pa.array([value]), type_)
-        except pa.ArrowInvalid:
-          what = "an integer" if pa.types.is_integer(type_) else "a number"
-          return f"{Where(path, first_row)(name, i)}: expected {what}, got {value!r}"
-    first_row += batch.num_rows
+  with pa_csv.open_csv(path, parse_options=parse, convert_options=strings,
+                       read_options=read) as reader:
+    for batch in reader:
+      if first_row + batch.num_rows > rows_read:
+        for name, type_ in types.items():
+          i = _first_unconvertible(batch.column(name), type_)
+          if i is not None:
+            what = "an integer" if pa.types.is_integer(type_) else "a number"
+            value = batch.column(name)[i].as_py()
+            return f"{Where(path, first_row)(name, i)}: expected {what}, got {value!r}"
+      first_row += batch.num_rows
   return None
+
+
+def _first_unconvertible(values: pa.Array, type_: pa.DataType) -> int | None:
+  """The index of the first of `values` that does not cast to `type_`; None if all do."""
+  def casts(start: int, stop: int) -> bool:
+    try:
+      pc.cast(values.slice(start, stop - start), type_)
+      return True
+    except pa.ArrowInvalid:
+      return False
+  if casts(0, len(values)):
+    return None
+  start, stop = 0, len(values)          # the first bad value is in [start, stop)
+  while stop - start > 1:
+    middle = (start + stop) // 2
+    if casts(start, middle):
+      start = middle
+    else:
+      stop = middle
+  return start
 
 
 # ----------------------------------------------------------------------------------------
@@ -140,9 +168,7 @@ def numbers(batch: pa.RecordBatch, name: str) -> np.ndarray:
 
 def label(batch: pa.RecordBatch, name: str, where: Where) -> np.ndarray:
   values = numbers(batch, name)
-  bad = np.flatnonzero((values != 0) & (values != 1))
-  if bad.size:
-    raise UserError(f"{where(name, bad[0])}: expected a label 0 or 1, got {values[bad[0]]}")
+  checks.label(values, name, where)
   return values.astype(np.float32)
 
 
@@ -150,36 +176,23 @@ def ids(batch: pa.RecordBatch, field: schema_file.Sparse, where: Where) -> np.nd
   column = batch.column(field.name)
   if field.hash_buckets:
     return hash_ids(column, field.hash_buckets)
-  values = numbers(batch, field.name)
-  bad = np.flatnonzero(~(values >= 0) | (values >= field.vocab))    # NaN (missing) fails too
-  if bad.size:
-    raise UserError(f"{where(field.name, bad[0])}: expected an id in [0, {field.vocab}), got "
-                    f"{values[bad[0]]}; ids that are not below a known vocab need "
-                    "hash_buckets")
+  checks.ids(numbers(batch, field.name), field.name, where, field.vocab,
+             "; ids that are not below a known vocab need hash_buckets")
   return pc.cast(column, pa.int32()).to_numpy(zero_copy_only=False)
 
 
 def dense(batch: pa.RecordBatch, field: schema_file.Dense, where: Where) -> np.ndarray:
   values = numbers(batch, field.name)
-  bad = np.flatnonzero(~np.isfinite(values))
-  if bad.size:
-    raise UserError(f"{where(field.name, bad[0])}: expected a finite number, got "
-                    f"{values[bad[0]]} (a missing value reads as nan)")
+  checks.finite(values, field.name, where)
   if field.transform == "log1p":
-    bad = np.flatnonzero(values <= -1)
-    if bad.size:
-      raise UserError(f"{where(field.name, bad[0])}: transform log1p needs values > -1, got "
-                      f"{values[bad[0]]}")
+    checks.expect(values > -1, values, field.name, where, "values > -1 (transform log1p)")
     values = np.log1p(values)
   return values.astype(np.float32)
 
 
 def day(batch: pa.RecordBatch, name: str, where: Where) -> np.ndarray:
   values = numbers(batch, name)
-  bad = np.flatnonzero(~(values >= 0) | (values > np.iinfo(np.int32).max))
-  if bad.size:
-    raise UserError(f"{where(name, bad[0])}: expected a day (an integer >= 0), got "
-                    f"{values[bad[0]]}")
+  checks.day(values, name, where)
   return values.astype(np.int32)
 
 
