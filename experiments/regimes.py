@@ -19,7 +19,7 @@ model at its defaults; reports all scenes together, with DeLong's and the seeds 
 ESMM. A run of one regime takes about 3 models x 3 seeds x a few minutes on the 2-core CPU.
 """
 
-from experiments import common
+from experiments import common, quality
 
 REGIMES = {
     "similar": {"scene_similarity": 1.0},
@@ -38,12 +38,9 @@ REGIMES = {
 
 
 def rows(focus):
-  del focus     # every row trains on every scene
-  return {
-      "mtms": common.mtms_row("MTMS", "none", "ctr+cvr+ctcvr", "ctr+cvr+ctcvr", ()),
-      "esmm": common.joint_row("ESMM", "esmm"),
-      "mmoe": common.joint_row("MMoE", "mmoe"),
-  }
+  """make quality's rows (every row on every scene, at defaults), MTMS, ESMM and MMoE."""
+  return {name: row for name, row in quality.rows(focus).items()
+          if name in ("mtms", "esmm", "mmoe")}
 
 
 def get_config(arg=None):
