@@ -98,9 +98,14 @@ def check_data(data: ml_collections.ConfigDict, where: str = "config.data") -> N
   if not data.get("schema"):
     load = registry.loader(data.name)
     try:
-      inspect.signature(load).bind(**(data.get("kwargs") or {}))
+      kwargs = inspect.signature(load).bind(**(data.get("kwargs") or {}))
     except TypeError as e:
       raise UserError(f"{where}.kwargs: {e} (of mtms_jax.data.{data.name}.load)") from None
+    # A data set that checks its arguments' values (mtms_jax/data/regimes.py) does it here too.
+    check_kwargs = getattr(inspect.getmodule(load), "check_kwargs", None)
+    if check_kwargs:
+      kwargs.apply_defaults()
+      check_kwargs(**kwargs.arguments)
   check_scenes(f"{where}.scenes", data.get("scenes", ()))
 
 

@@ -19,8 +19,8 @@ so two scenes' effects correlate by `scene_similarity`. The knobs, and what 0 an
       few ads have enough conversions to learn from.
   conversion_rate   conversions per click (p(conversion | click) averaged over clicks).
   cvr_strength      how much the ids say about conversion: 0: p(conversion | click) depends on
-      the scene only (nothing to learn per id); 1: as in `mtms_jax.data.synthetic`; 2: twice
-      that (a conversion AUC well above 0.8).
+      the scene only (nothing to learn per id); 1: as in `mtms_jax.data.synthetic` (the
+      conversion head's inner product as strong as the click one, `alpha`); 2: twice that.
   num_scenes, scene_size_exponent   scene s gets a share of rows proportional to
       (s + 1) ** -scene_size_exponent (a Zipf law; 0: equal sizes).
   history_days      extra days before the `num_days` window, from the same process with the
@@ -63,8 +63,10 @@ def load(num_scenes: int = 2,
          embedding_dim: int = 8,
          seed: int = 0) -> Dataset:
   """`(history_days + num_days) * rows_per_day` rows; see the module docstring."""
-  _check(num_scenes, scene_similarity, id_shift, id_overlap, popularity_skew, cvr_strength,
-         history_days, num_days, num_users, num_ads)
+  check_kwargs(num_scenes=num_scenes, scene_similarity=scene_similarity, id_shift=id_shift,
+               id_overlap=id_overlap, popularity_skew=popularity_skew,
+               cvr_strength=cvr_strength, history_days=history_days, num_days=num_days,
+               num_users=num_users, num_ads=num_ads)
   rng = np.random.default_rng(seed)
   days = history_days + num_days
   n = days * rows_per_day
@@ -89,8 +91,11 @@ def load(num_scenes: int = 2,
                                  embedding_dim, name="regimes")
 
 
-def _check(num_scenes, similarity, id_shift, id_overlap, skew, cvr_strength, history_days,
-           num_days, num_users, num_ads):
+def check_kwargs(num_scenes, scene_similarity, id_shift, id_overlap, popularity_skew,
+                 cvr_strength, history_days, num_days, num_users, num_ads, **unchecked):
+  """UserError for a knob out of its range; config_checks calls it before any data load."""
+  del unchecked           # load's other arguments: any value of their type is fine
+  similarity, skew = scene_similarity, popularity_skew
   key = "config.data.kwargs."
   errors.expect(num_scenes >= 1, key + "num_scenes", num_scenes, ">= 1")
   for name, value in (("scene_similarity", similarity), ("id_shift", id_shift),
@@ -187,6 +192,6 @@ def _logits(world, rows, ad_bias, alpha, cvr_strength):
          + world["user_bias"][u] + ad_bias + world["context"][s, rows["context"]]
          + world["dense"][s] * rows["dense"])
   ad_cvr = 0.5 * world["ad"][s, a] + 0.5 * world["ad_cvr"][s, a]
-  cvr_ids = (np.einsum("nk,nk->n", world["user_cvr"][s, u], ad_cvr) / np.sqrt(k)
+  cvr_ids = (alpha * np.einsum("nk,nk->n", world["user_cvr"][s, u], ad_cvr) / np.sqrt(k)
              + world["user_cvr_bias"][s, u] + 0.5 * ad_bias)
   return ctr, world["cvr_offset"][s] + cvr_strength * cvr_ids
