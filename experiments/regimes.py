@@ -11,8 +11,9 @@ Regimes (config args, one at most; none: the generator's defaults, scene similar
   many_scenes     100 scenes, Zipf sizes (exponent 1)
   rich_cvr        40% of clicks convert, a strong conversion signal (cvr_strength 2)
   sparse_cvr      2% of clicks convert, a weak conversion signal (cvr_strength 0.5)
-  hot_start       6 history days before the 4-day window, all trained in order (day T starts
-                  from day T-1's state), then tested on the window's last day
+  hot_start       6 history days before the 4-day window: MTMS pre-trains its embeddings on
+                  them (schedule.history_days), then trains on the window's first 3 days in
+                  order (day T starts from day T-1's state) and tests on its last
   movielens_like  the statistics of MovieLens-100K with age scenes (docs/REGIMES.md)
 Add 'smoke' for a seconds-long run. 2 scenes of 4 days x 100k rows otherwise, 3 seeds, every
 model at its defaults; reports all scenes together, with DeLong's and the seeds test against
@@ -61,7 +62,13 @@ def get_config(arg=None):
   config.data.name = "regimes"
   config.data.kwargs = kwargs
   # Days are numbered from the first history day: the window is the last num_days days.
-  last = kwargs.get("history_days", 0) + kwargs["num_days"] - 1
+  history = kwargs.get("history_days", 0)
+  last = history + kwargs["num_days"] - 1
   config.train_days = tuple(range(last))
   config.test_day = last
+  # The paper's protocol (Sec. IV): MTMS pre-trains its embeddings on the history days, then
+  # alternates embedding and ranking phases on the window's days in order. The joint models
+  # have one phase: they train on every day alike.
+  config.compare.rows.mtms.schedule.history_days = history
+  config.compare.rows.mtms.schedule.history_order = ("embedding",) if history else ()
   return config
