@@ -1,6 +1,6 @@
 r"""MTMS against ESMM and MMoE on one regime of the regime generator (mtms_jax/data/regimes.py).
 
-  make experiment NAME=regimes ARG=distinct      # one regime; or, the same:
+  make experiment NAME=regimes ARG=distinct RUN=distinct   # checkpoints/regimes/distinct; or:
   .venv/bin/python -m mtms_jax.main --config experiments/regimes.py:distinct \
       --workdir checkpoints/regimes_distinct
 
