@@ -95,6 +95,10 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
   config.schedule = ml_collections.ConfigDict({
       "order": ("embedding", "ranking"),
       "rounds_per_day": 1,
+      # Hot start (paper Sec. IV): the first history_days of train_days run history_order's
+      # phases only, e.g. ("embedding",) to pre-train the embeddings; () runs `order`.
+      "history_days": 0,
+      "history_order": (),
   })
   config.phases = ml_collections.ConfigDict({
       "embedding": phase(epochs=3.0, learning_rate=5e-3),

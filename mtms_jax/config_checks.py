@@ -28,7 +28,7 @@ from mtms_jax.data import registry
 from mtms_jax.errors import UserError
 from mtms_jax.eval import metrics, validation
 from mtms_jax.runs import add_scene, compare, daily, replay
-from mtms_jax.train import early_stopping
+from mtms_jax.train import early_stopping, schedule
 
 # Keys whose values must be > 0, or >= 0, wherever they appear in a config.
 POSITIVE = ("batch_size", "eval_batch_size", "every_steps", "log_every", "keep",
@@ -48,10 +48,10 @@ def check(config: ml_collections.ConfigDict) -> None:
     compare.check(config)
     for name in config.compare.order:
       row, where = config.compare.rows[name], f"config.compare.rows.{name}"
-      check_run(row, where, init_load)
+      check_run(row, where, init_load, len(config.train_days))
       check_scenes(f"{where}.scenes", row.scenes)
   else:
-    check_run(config, "config", init_load)
+    check_run(config, "config", init_load, len(config.train_days))
   check_days(config)
   check_checkpoint(config.checkpoint)
   if config.init_from:
@@ -98,9 +98,14 @@ def check_data(data: ml_collections.ConfigDict, where: str = "config.data") -> N
   if not data.get("schema"):
     load = registry.loader(data.name)
     try:
-      inspect.signature(load).bind(**(data.get("kwargs") or {}))
+      kwargs = inspect.signature(load).bind(**(data.get("kwargs") or {}))
     except TypeError as e:
       raise UserError(f"{where}.kwargs: {e} (of mtms_jax.data.{data.name}.load)") from None
+    # A data set that checks its arguments' values (mtms_jax/data/regimes.py) does it here too.
+    check_kwargs = getattr(inspect.getmodule(load), "check_kwargs", None)
+    if check_kwargs:
+      kwargs.apply_defaults()
+      check_kwargs(**kwargs.arguments)
   check_scenes(f"{where}.scenes", data.get("scenes", ()))
 
 
@@ -111,12 +116,14 @@ def check_scenes(key: str, scenes) -> None:
                 "distinct scene indices >= 0 (() for every scene)")
 
 
-def check_run(run: ml_collections.ConfigDict, where: str, init_load: tuple[str, ...]) -> None:
+def check_run(run: ml_collections.ConfigDict, where: str, init_load: tuple[str, ...],
+              num_train_days: int) -> None:
   """The model, schedule and phases of one run (`where`: the key that holds them)."""
   model = models.model_class(run.model.name, f"{where}.model.name")
   model.check_config(run.model, f"{where}.model")
   order = tuple(run.schedule.order)
   errors.expect(order, f"{where}.schedule.order", order, f"some of {list(model.phases)}")
+  schedule.check(run.schedule, f"{where}.schedule", num_train_days)
   for i, phase in enumerate(order):
     errors.expect_choice(f"{where}.schedule.order[{i}]", phase, tuple(model.phases))
     if phase not in run.phases:

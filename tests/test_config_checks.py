@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from experiments import common
+from experiments import regimes as regimes_experiment
 from mtms_jax import config_checks
 from mtms_jax.errors import UserError
 from mtms_jax.runs import sweep
@@ -221,3 +222,10 @@ def test_cli_prints_one_line_exits_2_and_leaves_no_run_folder(tmp_path):
       f"error: config.model.sharing='bogus': {MTMS_SHARING}"]
   assert "Traceback" not in proc.stdout + proc.stderr
   assert not workdir.exists()
+
+
+def test_a_data_sets_own_value_checks_run_before_any_load():
+  config = regimes_experiment.get_config("smoke")
+  config.data.kwargs.scene_similarity = 2.0
+  with pytest.raises(UserError, match="config.data.kwargs.scene_similarity=2.0"):
+    config_checks.check(config)

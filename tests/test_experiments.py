@@ -5,10 +5,14 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from ml_collections import config_flags  # noqa: F401  (the CLI's config loader)
-from mtms_jax import runs
+
+from experiments import regimes as regimes_experiment
+from mtms_jax import config_checks, runs
 from mtms_jax.data import registry
+from mtms_jax.runs import compare
 
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -66,3 +70,23 @@ def test_keep_scenes_renumbers_and_keeps_names(tiny_data):
   assert len(one) == int((tiny_data.columns["scene"] == 1).sum())
   with pytest.raises(ValueError, match="distinct indices"):
     registry.keep_scenes(tiny_data, [2])
+
+
+@pytest.mark.parametrize("regime", [None] + sorted(regimes_experiment.REGIMES))
+def test_every_regime_passes_the_config_checks(regime):
+  config = regimes_experiment.get_config(",".join(filter(None, ["smoke", regime])))
+  config_checks.check(config)
+  compare.check(config)
+  data = registry.load_data(config.data)
+  assert set(np.unique(data.columns["day"])) == set(config.train_days) | {config.test_day}
+
+
+def test_regimes_smoke_compares_the_models(tmp_path):
+  # The default regime: its shapes are table2's smoke shapes, compiled once for the session.
+  config = regimes_experiment.get_config("smoke")
+  config.compare.seeds = 1
+  config.compare.order = ("mtms", "esmm")      # MMoE at smoke size: tests/runs/test_compare.py
+  summary = compare.run(config, str(tmp_path))
+  assert "Regime defaults" in (tmp_path / "table.md").read_text()
+  for name in config.compare.order:
+    assert 0 < summary[f"{name}/test/all/cvr/auc_mean"] < 1

@@ -67,26 +67,35 @@ def load(num_scenes: int = 2,
   ad_bias = world["ad_bias"][None, :] + day_drift * np.cumsum(
       rng.standard_normal((num_days, num_ads)), axis=0)
   ctr_logit, cvr_logit = _logits(world, rows, ad_bias[rows["day"], rows["ad"]], alpha, alpha_cvr)
-  ctr_logit += _bias_for_rate(ctr_logit, click_rate)
+  ctr_logit += bias_for_rate(ctr_logit, click_rate)
   p_ctr = special.expit(ctr_logit)
   # conversion_rate is p(conversion | click): average over rows weighted by p(click).
-  cvr_logit += _bias_for_rate(cvr_logit, conversion_rate, weights=p_ctr)
+  cvr_logit += bias_for_rate(cvr_logit, conversion_rate, weights=p_ctr)
   p_cvr = special.expit(cvr_logit)
-  click = rng.random(n) < p_ctr
-  conversion = click & (rng.random(n) < p_cvr)
+  return labelled_rows(rng, rows, world, p_ctr, p_cvr, num_scenes, num_contexts, embedding_dim,
+                       name="synthetic")
+
+
+def labelled_rows(rng, rows, world, p_ctr, p_cvr, num_scenes, num_contexts, embedding_dim,
+                  name):
+  """The Dataset of `rows` (user, ad, context, dense, scene, day), labels drawn from the
+  true probabilities: the columns and schema this module and mtms_jax/data/regimes.py share."""
+  click = rng.random(len(p_ctr)) < p_ctr
+  conversion = click & (rng.random(len(p_ctr)) < p_cvr)
+  user_group, ad_group = world["user_group"], world["ad_group"]
   schema = FeatureSchema(
-      sparse=(SparseField("user", num_users, embedding_dim),
-              SparseField("ad", num_ads, embedding_dim),
-              SparseField("user_group", num_user_groups, embedding_dim),
-              SparseField("ad_group", num_ad_groups, embedding_dim),
+      sparse=(SparseField("user", len(user_group), embedding_dim),
+              SparseField("ad", len(ad_group), embedding_dim),
+              SparseField("user_group", int(world["num_user_groups"]), embedding_dim),
+              SparseField("ad_group", int(world["num_ad_groups"]), embedding_dim),
               SparseField("context", num_contexts, embedding_dim)),
       dense=(DenseField("dense0"),),
       scenes=tuple(f"scene{s}" for s in range(num_scenes)))
-  ids = np.stack([rows["user"], rows["ad"], world["user_group"][rows["user"]],
-                  world["ad_group"][rows["ad"]], rows["context"]], axis=1)
+  ids = np.stack([rows["user"], rows["ad"], user_group[rows["user"]], ad_group[rows["ad"]],
+                  rows["context"]], axis=1)
   columns = as_columns({"ids": ids, "dense": rows["dense"][:, None], "scene": rows["scene"],
                         "click": click, "conversion": conversion, "day": rows["day"]})
-  return Dataset(columns, schema, truth={"ctr": p_ctr, "cvr": p_cvr}, name="synthetic")
+  return Dataset(columns, schema, truth={"ctr": p_ctr, "cvr": p_cvr}, name=name)
 
 
 def _default_scene_weights(num_scenes):
@@ -98,17 +107,14 @@ def _make_world(rng, num_scenes, num_users, num_ads, num_user_groups, num_ad_gro
                 num_contexts, k, individual_scale, scene_shift):
   user_group = rng.integers(0, num_user_groups, size=num_users)
   ad_group = rng.integers(0, num_ad_groups, size=num_ads)
-
-  def latent(groups, num_groups, *lead):
-    centres = rng.standard_normal(lead + (num_groups, k))
-    return centres[..., groups, :] + individual_scale * rng.standard_normal(
-        lead + (len(groups), k))
-
+  latent = group_latents(rng, k, individual_scale)
   shared_user = latent(user_group, num_user_groups)                    # (U, k)
   scene_user = latent(user_group, num_user_groups, num_scenes)         # (S, U, k)
   return {
       "user_group": user_group,
       "ad_group": ad_group,
+      "num_user_groups": num_user_groups,
+      "num_ad_groups": num_ad_groups,
       "user": np.sqrt(1 - scene_shift) * shared_user + np.sqrt(scene_shift) * scene_user,
       "ad": latent(ad_group, num_ad_groups),
       "ad_cvr": latent(ad_group, num_ad_groups),
@@ -119,6 +125,16 @@ def _make_world(rng, num_scenes, num_users, num_ads, num_user_groups, num_ad_gro
       "context": 0.5 * rng.standard_normal((num_scenes, num_contexts)),
       "dense": rng.standard_normal(num_scenes) * 0.3,
   }
+
+
+def group_latents(rng, k, individual_scale):
+  """latent(groups, num_groups, *lead): (*lead, len(groups), k) interests, each a group
+  centre plus `individual_scale` of the id's own part."""
+  def latent(groups, num_groups, *lead):
+    centres = rng.standard_normal(lead + (num_groups, k))
+    return centres[..., groups, :] + individual_scale * rng.standard_normal(
+        lead + (len(groups), k))
+  return latent
 
 
 def _logits(world, rows, ad_bias, alpha, alpha_cvr):
@@ -136,7 +152,7 @@ def _logits(world, rows, ad_bias, alpha, alpha_cvr):
   return ctr, cvr
 
 
-def _bias_for_rate(logits, rate, weights=None):
+def bias_for_rate(logits, rate, weights=None):
   """The shift b with the (weighted) mean of sigmoid(logits + b) equal to rate."""
   if not 0 < rate < 1:
     raise UserError(f"rates must lie in (0, 1), got {rate}")

@@ -87,7 +87,9 @@ def format_table(results: Mapping[str, float], split: str, scenes: tuple[str, ..
       row += [f"{results.get(f'{prefix}/{m}', float('nan')):.4f}" for m in metrics]
       if has_oracle:
         oracle = results.get(f"oracle/{scene}/{task}/auc", float("nan"))
-        lift = (results.get(f"{prefix}/auc", float("nan")) - 0.5) / (oracle - 0.5)
+        # A tiny scene's oracle can rank at exactly 0.5 (e.g. one positive): no lift then.
+        lift = ((results.get(f"{prefix}/auc", float("nan")) - 0.5) / (oracle - 0.5)
+                if oracle != 0.5 else float("nan"))
         row += [f"{oracle:.4f}", f"{lift:.1%}"]
       rows.append(row)
   widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]

@@ -3,6 +3,9 @@
 For each training day, in order, and for `schedule.rounds_per_day` rounds, each phase in
 `schedule.order` runs for its steps (`phases.<name>.steps`, or `phases.<name>.epochs` of that
 day's rows, at least `min_steps`), on its share of the day's rows (`phases.<name>.rows`).
+The paper's hot start (Sec. IV: embeddings pre-trained on the history, then trained on the
+recent days, tested on the next): the first `schedule.history_days` training days run the
+phases of `schedule.history_order` instead (e.g. ('embedding',); empty: `order`).
 `Batches` makes each segment's iterator of batches.
 """
 
@@ -14,6 +17,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 import grain
 import ml_collections
+from mtms_jax import errors
 from mtms_jax.data import Dataset, pipeline
 from mtms_jax.errors import UserError
 
@@ -65,6 +69,17 @@ def phase_rows(phase_config: ml_collections.ConfigDict, phase: str) -> tuple[flo
   return start, stop
 
 
+def check(schedule: ml_collections.ConfigDict, where: str, num_train_days: int) -> None:
+  """The hot start's days and phases (the phases themselves are checked with `order`)."""
+  history, order = schedule.get("history_days", 0), tuple(schedule.order)
+  # No training days at all is config.train_days's mistake (config_checks.check_days).
+  errors.expect(0 <= history < max(num_train_days, 1), f"{where}.history_days", history,
+                f">= 0 and fewer than the {num_train_days} training days (config.train_days)")
+  history_order = tuple(schedule.get("history_order", ()))
+  errors.expect(set(history_order) <= set(order), f"{where}.history_order", history_order,
+                f"phases of {where}.order {list(order)} (empty: the same)")
+
+
 def row_slice(num_rows: int, rows: tuple[float, float]) -> slice:
   return slice(round(num_rows * rows[0]), round(num_rows * rows[1]))
 
@@ -72,9 +87,13 @@ def row_slice(num_rows: int, rows: tuple[float, float]) -> slice:
 def make_schedule(config: ml_collections.ConfigDict, rows_per_day: dict[int, int]
                   ) -> list[Segment]:
   schedule = []
-  for day in config.train_days:
+  history = config.schedule.get("history_days", 0)
+  for i, day in enumerate(config.train_days):
+    order = config.schedule.order
+    if i < history and config.schedule.get("history_order"):
+      order = config.schedule.history_order
     for r in range(config.schedule.rounds_per_day):
-      for phase in config.schedule.order:
+      for phase in order:
         phase_config = config.phases[phase]
         rows = phase_rows(phase_config, phase)
         s = row_slice(rows_per_day[day], rows)

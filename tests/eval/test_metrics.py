@@ -47,3 +47,11 @@ def test_report_slices_cvr_to_clicked_rows():
   np.testing.assert_allclose(r["test/all/ctcvr/mean_prediction"], np.mean(
       probs["ctr"] * probs["cvr"]))
   assert "test/feed/ctcvr/mae" in r
+
+
+def test_table_of_a_scene_whose_oracle_ranks_at_one_half():
+  results = {"test/all/ctr/count": 2, "test/all/ctr/auc": 0.7, "oracle/all/ctr/auc": 0.5,
+             "test/a/ctr/count": 2, "test/a/ctr/auc": 0.8, "oracle/a/ctr/auc": 0.65}
+  table = metrics.format_table(results, "test", ("a",)).splitlines()
+  assert table[1].split()[-2:] == ["0.6500", "200.0%"]
+  assert table[2].split()[-2:] == ["0.5000", "nan%"]
