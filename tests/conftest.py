@@ -36,6 +36,15 @@ def tiny_data():
                         num_ad_groups=5, embedding_dim=4, seed=1)
 
 
+@pytest.fixture
+def fewer_xla_passes():
+  """Compiling is most of an in-process test's time; restored after the test."""
+  saved = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", saved)
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
   """A finished run of the quickstart's `smoke` shrink (18 steps, saves at 4, 8, ..., 18)."""

@@ -110,15 +110,6 @@ def test_two_processes_train_as_one_device(smoke_run, tmp_path):
   assert (tmp_path / "process1" / "results.json").exists()
 
 
-@pytest.fixture
-def fewer_xla_passes():
-  """Compiling is most of an in-process test's time; restored after the test."""
-  saved = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", saved)
-
-
 @pytest.mark.usefixtures("fewer_xla_passes")
 def test_device_update_on_slices_equals_update_on_whole_batch(tiny_data):
   # jax.vmap with an axis name runs pmap's collectives on one device: 4 slices of 16 rows.
