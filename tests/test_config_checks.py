@@ -46,6 +46,7 @@ CASES = {
         ("shared_bottom", "model.bottom_hidden", (), "config.model.bottom_hidden=()"),
         ("pepnet", "model.gate_hidden", 0, "config.model.gate_hidden=0: expected >= 1"),
         ("pepnet", "model.tower_hidden", (), "config.model.tower_hidden=(): expected a"),
+        ("m2m", "model.scene_dim", 0, "config.model.scene_dim=0: expected >= 1"),
     ],
     "phases/loss": [
         ("quickstart", "phases.embedding.loss", "ctr+cvx",

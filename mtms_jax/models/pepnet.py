@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mtms_jax import errors
 from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import Dense
 
@@ -84,7 +83,7 @@ class Model(joint.JointModel):
 
   @classmethod
   def check_config(cls, config: ml_collections.ConfigDict, where: str = "config.model") -> None:
-    errors.expect(config.gate_hidden >= 1, f"{where}.gate_hidden", config.gate_hidden, ">= 1")
+    layers.check_counts(config, where, "gate_hidden")
     layers.check_widths(config, where, "tower_hidden")
 
   def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:

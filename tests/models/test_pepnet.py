@@ -26,9 +26,8 @@ def reference(p, x, width, num_dense, tasks, tower_hidden, gate_x=None):
   change of E reaches the logits through the gated paths only, never through a gate's input.
   """
   gate_x = x if gate_x is None else gate_x
-  split = lambda v: (v[:, :width], v[:, width:width + num_dense], v[:, width + num_dense:])
-  e, d, scene = split(x)
-  gate_e, _, _ = split(gate_x)
+  e, d, scene = x[:, :width], x[:, width:width + num_dense], x[:, width + num_dense:]
+  gate_e = gate_x[:, :width]
   o_ep = gate_nu(p["epnet"], np.concatenate([scene, gate_e], 1)) * e             # EPNet
   gate_o_ep = gate_nu(p["epnet"], np.concatenate([scene, gate_e], 1)) * gate_e
   h = {t: np.concatenate([o_ep, d], 1) for t in tasks}
@@ -73,7 +72,7 @@ def test_gate_inputs_carry_no_gradient(joint_inputs):
                                                      reference_of(model, ranking, x - h * v))]
   # Examples are independent: the gradient of the summed logits, dotted with v row by row,
   # is each example's derivative along v (reverse mode: the layers' matmul is a custom_vjp).
-  grad = jax.grad(lambda x: sum(jnp.sum(l) for l in network_fn(model, params)(x)))(
+  grad = jax.grad(lambda x: sum(jnp.sum(logit) for logit in network_fn(model, params)(x)))(
       jnp.asarray(x, jnp.float32))
   got = np.sum(np.asarray(grad) * v, axis=1)
   np.testing.assert_allclose(got, sum(stopped), rtol=1e-3, atol=1e-5)
