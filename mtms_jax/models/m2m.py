@@ -65,7 +65,8 @@ class MetaDense(nn.Module):
     y = layers.matmul(h.reshape(batch * n, fan_in),
                       kernel.transpose(1, 0, 2).reshape(fan_in, num_scenes * fan_out))
     y = y.reshape(batch, n, num_scenes, fan_out) + bias
-    return jnp.einsum("bnsj,bs->bnj", y, select)
+    # A multiply and a sum: as an einsum, XLA:CPU runs B tiny batched dots.
+    return jnp.sum(y * select[:, None, :, None], axis=2)
 
 
 class Network(nn.Module):
@@ -93,7 +94,7 @@ class Network(nn.Module):
       scores = nn.relu(MetaDense(width, name=f"{task}_attention")(pairs, scene_repr, select))
       v = self.param(f"{task}_attention_v", nn.initializers.lecun_normal(), (width, 1))
       alpha = nn.softmax((scores @ v)[..., 0], axis=-1)                          # (B, E)
-      h = jnp.einsum("be,beh->bh", alpha, experts)[:, None, :]                  # r_t
+      h = jnp.sum(alpha[..., None] * experts, axis=1, keepdims=True)            # r_t
       for j in range(self.tower_layers):
         h = nn.relu(MetaDense(width, name=f"{task}_meta{j}")(h, scene_repr, select) + h)
       logits.append(MLP(tuple(self.tower_hidden) + (1,), name=task)(h[:, 0])[:, 0])
