@@ -154,6 +154,15 @@ JOINT_MODELS = {
     "ple": {"num_levels": 1, "task_experts": 2, "shared_experts": 1, "expert_hidden": (16,),
             "tower_hidden": (8,)},
     "shared_bottom": {"bottom_hidden": (117,), "tower_hidden": (8,)},
+    # PEPNet's gates are its size: 16-wide Gate NUs put its network at about 42k weights on
+    # the bench's 20 fields of dim 16 (MMoE 47k, Shared-Bottom 40k, PLE 28k); 32-wide ones
+    # would make it 74k, half again MMoE's.
+    "pepnet": {"gate_hidden": 16, "tower_hidden": (16, 8)},
+    # M2M: MMoE's experts and towers; what it adds, the meta unit's generators, runs on the
+    # S scene representations, not on the batch, and scene_dim 8 keeps them at a fifth of
+    # the experts' weights (56k in all on the bench's fields, MMoE 47k).
+    "m2m": {"num_experts": 8, "expert_hidden": (16,), "scene_dim": 8, "tower_layers": 1,
+            "tower_hidden": (8,)},
 }
 
 

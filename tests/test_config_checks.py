@@ -45,6 +45,9 @@ CASES = {
         ("mmoe", "model.num_experts", 0, "config.model.num_experts=0: expected >= 1"),
         ("ple", "model.num_levels", 0, "config.model.num_levels=0: expected >= 1"),
         ("shared_bottom", "model.bottom_hidden", (), "config.model.bottom_hidden=()"),
+        ("pepnet", "model.gate_hidden", 0, "config.model.gate_hidden=0: expected >= 1"),
+        ("pepnet", "model.tower_hidden", (), "config.model.tower_hidden=(): expected a"),
+        ("m2m", "model.scene_dim", 0, "config.model.scene_dim=0: expected >= 1"),
     ],
     "phases/loss": [
         ("quickstart", "phases.embedding.loss", "ctr+cvx",

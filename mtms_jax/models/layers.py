@@ -26,6 +26,12 @@ def check_widths(config: ml_collections.ConfigDict, where: str, *fields: str,
                   f"{where}.{field}", widths, "a tuple of widths >= 1")
 
 
+def check_counts(config: ml_collections.ConfigDict, where: str, *fields: str) -> None:
+  """Raises UserError naming `<where>.<field>` if a count (experts, levels, ...) is < 1."""
+  for field in fields:
+    errors.expect(config[field] >= 1, f"{where}.{field}", config[field], ">= 1")
+
+
 @jax.custom_vjp
 def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """x @ kernel for x (B, I), kernel (I, H), with a weight gradient XLA:CPU computes fast.

@@ -16,7 +16,6 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from mtms_jax import errors
 from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import MLP
 
@@ -44,7 +43,7 @@ class Model(joint.JointModel):
 
   @classmethod
   def check_config(cls, config: ml_collections.ConfigDict, where: str = "config.model") -> None:
-    errors.expect(config.num_experts >= 1, f"{where}.num_experts", config.num_experts, ">= 1")
+    layers.check_counts(config, where, "num_experts")
     layers.check_widths(config, where, "expert_hidden", "tower_hidden",
                         allow_empty=("tower_hidden",))
 

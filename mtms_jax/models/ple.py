@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mtms_jax import errors
 from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import MLP
 
@@ -64,8 +63,7 @@ class Model(joint.JointModel):
 
   @classmethod
   def check_config(cls, config: ml_collections.ConfigDict, where: str = "config.model") -> None:
-    for field in ("num_levels", "task_experts", "shared_experts"):
-      errors.expect(config[field] >= 1, f"{where}.{field}", config[field], ">= 1")
+    layers.check_counts(config, where, "num_levels", "task_experts", "shared_experts")
     layers.check_widths(config, where, "expert_hidden", "tower_hidden",
                         allow_empty=("tower_hidden",))
 
