@@ -44,13 +44,15 @@ def test_routes_match_per_example_reference(num_scenes, route):
   params = mlp.init(jax.random.key(1), x, scene)
   params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
                         params)    # non-zero biases
-  np.testing.assert_allclose(mlp.apply(params, x, scene), _reference(params, x, scene),
+  # Jitted: one compile each is cheaper than running the ops one by one.
+  apply, reference = jax.jit(mlp.apply), jax.jit(_reference)
+  np.testing.assert_allclose(apply(params, x, scene), reference(params, x, scene),
                              rtol=1e-5, atol=1e-5)
 
   def loss(fn):
     return lambda p, x: jnp.sum(jnp.sin(fn(p, x, scene)))
-  got = jax.grad(loss(mlp.apply), argnums=(0, 1))(params, x)
-  want = jax.grad(loss(_reference), argnums=(0, 1))(params, x)
+  got = jax.jit(jax.grad(loss(mlp.apply), argnums=(0, 1)))(params, x)
+  want = jax.jit(jax.grad(loss(_reference), argnums=(0, 1)))(params, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, want)
 
 
