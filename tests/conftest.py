@@ -14,6 +14,9 @@ atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# scene_route 'auto' caches its measured choices under XDG_CACHE_HOME (models/routes.py):
+# tests keep theirs in the session's folder, never in the user's cache.
+os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE, "xdg")
 
 import pytest  # noqa: E402
 
