@@ -242,6 +242,9 @@ def parse_args(argv=None):
   p.add_argument("--malloc_tunables", default=MALLOC_TUNABLES,
                  help="GLIBC_TUNABLES of the workers (default: MALLOC_TUNABLES, as `make "
                       "experiment` sets them); '' for glibc's defaults")
+  p.add_argument("--worker_timeout", type=float, default=0,
+                 help="seconds a model's process may run before it is killed and reported "
+                      "as failed (0: no limit)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="bench.json")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -257,7 +260,8 @@ def run_worker(name: str, argv: list[str], args) -> dict:
   if args.kernel_isa != "native":
     env["MTMS_JAX_KERNELS"] = str(kernels.library(args.kernel_isa))
   return worker.run_worker(
-      name, [sys.executable, "-m", "benchmarks.bench", *argv, "--worker", name], env)
+      name, [sys.executable, "-m", "benchmarks.bench", *argv, "--worker", name], env,
+      timeout=args.worker_timeout or None)
 
 
 def median_of_repeats(runs: list[dict]) -> dict:
