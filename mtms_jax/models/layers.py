@@ -153,8 +153,9 @@ class SceneMLP(nn.Module):
                layer's shapes (forward and backward) the first time it is traced, and
                cached per CPU, backend, versions and shapes (`mtms_jax.models.routes`):
                the native kernel beats XLA on an AVX-512 Xeon and loses to it on an
-               AVX2-only EPYC. Below routes.MIN_MEASURED_BATCH rows (and at init) no
-               measurement: 'kernel' where it is available, else 'xla'.
+               AVX2-only EPYC. The rule of thumb ('kernel' where it is available,
+               else 'xla') unless another route is more than routes.MARGIN faster;
+               below routes.MIN_MEASURED_BATCH rows (and at init) no measurement.
     'xla'      'ragged' on GPU/TPU; on the CPU 'all' for S <= `max_all_scenes`, else
                'gather' when the widest layer has at most `max_gather_weights` weights,
                else 'grouped'. What 'auto' picks on several devices (mtms_jax.parallel):
@@ -200,12 +201,15 @@ class SceneMLP(nn.Module):
       return self.route
     if self.route == "auto":
       candidates = self._candidates(widths)
+      rule = "kernel" if "kernel" in candidates else self._xla_route(widths)
       if (isinstance(batch, int) and batch >= routes.MIN_MEASURED_BATCH
           and not self.is_initializing()):
-        return routes.fastest(self._shapes(widths, batch), candidates,
+        return routes.fastest(self._shapes(widths, batch), candidates, rule,
                               lambda route: self._timed_program(route, widths, batch))
-      if "kernel" in candidates:
-        return "kernel"
+      return rule
+    return self._xla_route(widths)
+
+  def _xla_route(self, widths) -> str:
     if jax.default_backend() != "cpu":
       return "ragged"
     if self.num_scenes <= self.max_all_scenes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -29,8 +28,12 @@ from mtms_jax.models import kernels
 # Below this batch a layer's time is mostly fixed overhead and the measurement would cost
 # more than it saves: layers take the rule of thumb (SceneMLP).
 MIN_MEASURED_BATCH = 1024
-ROUNDS = 3          # candidates timed in turn, so a burst of load hits every candidate
-STEPS = 5           # timed calls a round, after one untimed
+ROUNDS = 7          # candidates timed in turn, so a burst of load hits every candidate
+STEPS = 10          # timed calls a round, after one untimed
+# A measured lead smaller than this share is noise on a shared machine (three candidates
+# within 15% of each other at load 7 on 2 cores, their order changing run to run): the
+# rule of thumb's route (`preferred`) is kept unless another beats it by more.
+MARGIN = 0.1
 
 # The route each per-scene layer took when it was last traced: {layer: route}, what `make
 # bench` reports; layers are named by their module path and shapes.
@@ -79,8 +82,9 @@ def _write_cache(key: str, entry: dict) -> None:
 
 
 def time_candidates(programs: dict[str, Callable[[], object]]) -> dict[str, float]:
-  """Median seconds of one call of each program, over ROUNDS rounds of STEPS calls that
-  take the candidates in turn; the first call of each (its compile) is not timed."""
+  """Seconds of one call of each program: the fastest of ROUNDS rounds of STEPS calls that
+  take the candidates in turn (other processes only ever slow a round down); the first call
+  of each (its compile) is not timed."""
   for program in programs.values():
     jax.block_until_ready(program())
   rounds = {name: [] for name in programs}
@@ -91,14 +95,20 @@ def time_candidates(programs: dict[str, Callable[[], object]]) -> dict[str, floa
         out = program()
       jax.block_until_ready(out)
       rounds[name].append((time.perf_counter() - start) / STEPS)
-  return {name: statistics.median(times) for name, times in rounds.items()}
+  return {name: min(times) for name, times in rounds.items()}
 
 
-def fastest(shapes: str, candidates: Sequence[str],
+def pick(seconds: dict[str, float], preferred: str) -> str:
+  """The fastest route, or `preferred` where none beats it by more than MARGIN."""
+  best = min(seconds, key=seconds.get)
+  return best if seconds[best] < (1 - MARGIN) * seconds[preferred] else preferred
+
+
+def fastest(shapes: str, candidates: Sequence[str], preferred: str,
             program: Callable[[str], Callable[[], object]]) -> str:
   """The fastest of `candidates` for a layer of `shapes` (a description that tells layers
-  apart): cached, else each `program(route)`'s calls timed outside any trace
-  (`time_candidates`), the choice logged and cached."""
+  apart; `preferred` one of them, see `pick`): cached, else each `program(route)`'s calls
+  timed outside any trace (`time_candidates`), the choice logged and cached."""
   if len(candidates) == 1:
     return candidates[0]
   key = cache_key(shapes, candidates)
@@ -108,10 +118,12 @@ def fastest(shapes: str, candidates: Sequence[str],
   if cached and cached["route"] in candidates:
     route, how = cached["route"], f"cached in {cache_path()}"
   else:
-    start = time.perf_counter()
+    start, taken = time.perf_counter(), dict(TAKEN)
     with jax.ensure_compile_time_eval():     # run now, even inside the step's trace
       seconds = time_candidates({r: program(r) for r in candidates})
-    route = min(seconds, key=seconds.get)
+    TAKEN.clear()                            # the timed programs' layers took no route
+    TAKEN.update(taken)
+    route = pick(seconds, preferred)
     how = (", ".join(f"{r} {1e3 * s:.2f} ms" for r, s in seconds.items()) +
            f"; measured in {time.perf_counter() - start:.1f} s")
     _write_cache(key, {"route": route, "ms": {r: 1e3 * s for r, s in seconds.items()}})

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from mtms_jax.models import layers, routes
+from mtms_jax.models import kernels, layers, routes
 
 BATCH = routes.MIN_MEASURED_BATCH
 WIDTHS = (40, 32, 1)     # too wide for 'gather': 3 candidates to compile, not 4
@@ -47,7 +47,8 @@ def test_auto_measures_once_then_reads_the_cache(cache, monkeypatch):
   candidates = key.rsplit(" | ", 1)[1].split(",")
   assert key == routes.cache_key(layer.split(": ", 1)[1], candidates)
   assert sorted(candidates) == sorted(entry["ms"]) and len(candidates) > 1
-  assert entry["route"] == min(entry["ms"], key=entry["ms"].get)
+  rule = "kernel" if kernels.available() else "all"
+  assert entry["route"] == routes.pick(entry["ms"], rule)
   assert set(_taken().values()) == {entry["route"]}
   # Another process (no choice remembered) reads the file, whatever it says, and measures
   # nothing.
@@ -83,3 +84,9 @@ def test_the_cache_lives_under_xdg_cache_home(monkeypatch, tmp_path):
   assert routes.cache_path() == tmp_path / "mtms_jax" / "scene_routes.json"
   monkeypatch.delenv("XDG_CACHE_HOME")
   assert str(routes.cache_path()).endswith(".cache/mtms_jax/scene_routes.json")
+
+
+def test_a_lead_within_the_margin_keeps_the_rule_of_thumbs_route():
+  assert routes.pick({"kernel": 1.0, "all": 0.95, "grouped": 0.99}, "kernel") == "kernel"
+  assert routes.pick({"kernel": 1.0, "all": 0.8, "grouped": 0.85}, "kernel") == "all"
+  assert routes.pick({"kernel": 0.5, "all": 1.0}, "all") == "kernel"
