@@ -20,7 +20,7 @@ TRAIN_ENV := GLIBC_TUNABLES=$(MALLOC_TUNABLES)
 # the build warns and the models use their XLA routes (mtms_jax.models.kernels.available()).
 KERNELS := mtms_jax/models/kernels/_build/libscene_matmul.so
 
-.PHONY: setup experiment multihost test lint bench bench-logs bench-serving export sweep quality data known-experiment clean
+.PHONY: setup experiment multihost test lint bench bench-gpu bench-logs bench-serving export sweep quality data known-experiment clean
 
 setup: $(STAMP) $(KERNELS)
 
@@ -61,6 +61,12 @@ test: $(STAMP) $(KERNELS)
 # Training throughput per model on a generated workload; writes bench.json (README, Performance).
 bench: $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m benchmarks.bench $(ARGS)
+
+# On a machine with an NVIDIA GPU: its own .venv-gpu with the CUDA build of the pinned jax,
+# then the bench at batch 2048, 16384 and 65536 (benchmarks/bench_gpu.py), within 8 minutes;
+# writes bench_gpu.json and bench_gpu.md. Without a GPU it says so and stops (exit 2).
+bench-gpu:
+	bash benchmarks/bench_gpu.sh $(ARGS)
 
 # The serving artifact of checkpoints/NAME[/RUN] in exported/NAME[/RUN] (mtms_jax/serving/export.py),
 # and its scoring latency on this CPU (README, Export and serving).

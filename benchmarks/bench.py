@@ -13,10 +13,16 @@ Per model it prints training examples/s, the median over timed windows after war
   steps   the jitted update alone, cycling over batches already on the device, and
   e2e     end to end: batches from the grain pipeline of training (`data.pipeline`),
           host to device transfer included,
-the compile time of the update, and the process's peak RSS. Each model runs `--repeats`
+the compile time of the update (with scene_route 'auto', the first process on a machine
+also measures the routes there: models/routes.py), the route each per-scene layer took, and
+the process's peak RSS. Each model runs `--repeats`
 times, each time in a fresh process (so peak RSS is that model's); the table shows the
 median over the repeats of those medians, and the slowest and fastest repeat. jax's default
-backend runs everything: on a machine with a GPU the same command measures the GPU.
+backend runs everything: on a machine with a GPU the same command measures the GPU. The
+table's header and bench.json say what it ran on (`mtms_jax.machine`: CPU model, vector
+extensions, caches, backend, jax, jaxlib and XLA versions), so two machines' figures can be
+told apart. `--scene_route` forces MTMS's route; `--kernel_isa avx2` runs the native kernel's
+AVX2 code (built on first use) on an AVX-512 CPU, as an AVX2-only one would.
 
 Models are `mtms_jax.models.<name>` modules, configured in BENCH_MODELS; one whose module is
 missing is reported as such and skipped.
@@ -38,10 +44,11 @@ import ml_collections
 
 from benchmarks import worker
 from experiments import common
-from mtms_jax import models
+from mtms_jax import machine, models
 from mtms_jax.data import zipf
 from mtms_jax.data import Dataset, pipeline
 from mtms_jax import optim
+from mtms_jax.models import kernels, layers, routes
 from mtms_jax.report import markdown
 from mtms_jax.train import train_state
 from mtms_jax.train import step as step_lib
@@ -105,6 +112,8 @@ def model_config(spec: BenchModel, args) -> ml_collections.ConfigDict:
       config.ranking_scenes = tuple(int(s) for s in args.ranking_scenes.split(","))
     if args.tower_hidden is not None:
       config.tower_hidden = tuple(int(h) for h in args.tower_hidden.split(",") if h)
+    if args.scene_route:
+      config.scene_route = args.scene_route
   return config
 
 
@@ -157,6 +166,7 @@ def run_model(name: str, args) -> dict:
       raise
     return {"model": name, "skipped": str(e)}
   state, update = init_training(model, spec, args, args.seed)
+  routes.TAKEN.clear()        # the routes of this model's update alone (compiled below)
 
   total = args.warmup + args.windows * args.window_steps
   batches = pipeline.train_iterator(data.columns, args.batch, 2 * total + args.staged,
@@ -177,6 +187,7 @@ def run_model(name: str, args) -> dict:
   e2e = statistics.median(e2e_rates)
   return {
       "model": name, "phase": spec.phase, "config": config.to_dict(),
+      "routes": dict(routes.TAKEN), "kernels": kernels.loaded_library().name,
       "steps_examples_per_s": steps, "e2e_examples_per_s": e2e,
       "steps_windows": step_rates, "e2e_windows": e2e_rates,
       "compile_s": compile_s,
@@ -219,6 +230,11 @@ def parse_args(argv=None):
   p.add_argument("--tower_hidden", default=None,
                  help="MTMS embedding-phase towers' hidden widths (comma-separated; '' for "
                       "linear towers), instead of 16,8")
+  p.add_argument("--scene_route", default="", choices=("",) + layers.ROUTES,
+                 help="MTMS's model.scene_route (default: the model's, 'auto')")
+  p.add_argument("--kernel_isa", default="native", choices=list(kernels.ISA_FLAGS),
+                 help="which build of the native kernels the workers load (avx2: built "
+                      "into kernels.library('avx2') if missing)")
   p.add_argument("--warmup", type=int, default=10)
   p.add_argument("--windows", type=int, default=7)
   p.add_argument("--window_steps", type=int, default=50)
@@ -228,6 +244,9 @@ def parse_args(argv=None):
   p.add_argument("--malloc_tunables", default=MALLOC_TUNABLES,
                  help="GLIBC_TUNABLES of the workers (default: MALLOC_TUNABLES, as `make "
                       "experiment` sets them); '' for glibc's defaults")
+  p.add_argument("--worker_timeout", type=float, default=0,
+                 help="seconds a model's process may run before it is killed and reported "
+                      "as failed (0: no limit)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="bench.json")
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -240,8 +259,11 @@ def run_worker(name: str, argv: list[str], args) -> dict:
   inherited = env.get("GLIBC_TUNABLES", "")
   if args.malloc_tunables and args.malloc_tunables not in inherited:
     env["GLIBC_TUNABLES"] = ":".join(t for t in (inherited, args.malloc_tunables) if t)
+  if args.kernel_isa != "native":
+    env["MTMS_JAX_KERNELS"] = str(kernels.library(args.kernel_isa))
   return worker.run_worker(
-      name, [sys.executable, "-m", "benchmarks.bench", *argv, "--worker", name], env)
+      name, [sys.executable, "-m", "benchmarks.bench", *argv, "--worker", name], env,
+      timeout=args.worker_timeout or None)
 
 
 def median_of_repeats(runs: list[dict]) -> dict:
@@ -268,7 +290,7 @@ def median_of_repeats(runs: list[dict]) -> dict:
 
 def format_table(results: list[dict]) -> str:
   header = ["model", "phase", "steps ex/s (range)", "e2e ex/s (range)", "e2e/steps, median",
-            "compile s", "peak RSS GiB", "target", "max load"]
+            "compile s", "peak RSS GiB", "target", "max load", "routes"]
   return markdown.table(header, [table_row(r) for r in results])
 
 
@@ -284,7 +306,13 @@ def table_row(r: dict) -> list[str]:
           f"{k(e2e)} ({k(e_lo)}-{k(e_hi)})", f"{r['e2e_over_steps']:.2f}",
           f"{r['compile_s']:.1f}", f"{r['peak_rss_gib']:.2f}",
           f"{target / 1e3:.0f}k {'met' if steps >= target else 'missed'}",
-          f"{r['load_avg']:.2f}"]
+          f"{r['load_avg']:.2f}", routes_cell(r["routes"])]
+
+
+def routes_cell(taken: dict) -> str:
+  """'ctr kernel, cvr kernel': each per-scene layer's route (its name before the shapes);
+  '-' for a model without one."""
+  return ", ".join(f"{layer.split(':')[0]} {route}" for layer, route in taken.items()) or "-"
 
 
 def main(argv=None):
@@ -293,6 +321,10 @@ def main(argv=None):
   if args.worker:
     print(json.dumps(run_model(args.worker, args)))
     return
+  library = kernels.library(args.kernel_isa)
+  if args.kernel_isa != "native" and (not library.exists() or
+                                      library.stat().st_mtime < kernels.SOURCE.stat().st_mtime):
+    kernels.build(isa=args.kernel_isa)
   results = []
   for name in worker.chosen(args.models, BENCH_MODELS):
     runs = []
@@ -300,11 +332,13 @@ def main(argv=None):
       print(f"{name} {repeat + 1}/{args.repeats} ...", file=sys.stderr, flush=True)
       runs.append(run_worker(name, argv, args))
     results.append(median_of_repeats(runs))
+  info = machine.describe()
   report = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-            "jax": jax.__version__, "cpu_count": os.cpu_count(), "args": vars(args),
-            "results": results}
+            "jax": jax.__version__, "cpu_count": os.cpu_count(), "machine": info,
+            "kernels": library.name, "args": vars(args), "results": results}
   with open(args.out, "w") as f:
     json.dump(report, f, indent=2)
+  print(f"{machine.summary(info)}; kernels {library.name}")
   print(f"backend {report['backend']}, {args.rows} rows, {args.scenes} scenes, {args.fields} "
         f"fields x {args.vocab} ids, batch {args.batch}, embedding optimizer "
         f"{args.embedding_optimizer}; median of {args.repeats} processes a model, each the "

@@ -24,11 +24,16 @@ def chosen(models: str, known) -> list[str]:
   return names
 
 
-def run_worker(name: str, command: list[str], env: dict | None = None) -> dict:
+def run_worker(name: str, command: list[str], env: dict | None = None,
+               timeout: float | None = None) -> dict:
   """Runs `command` (a worker for model `name`) in a fresh process; returns its last stdout
-  line as JSON, or {'model', 'failed'} when it exits with an error."""
-  proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env,
-                        cwd=REPO)
+  line as JSON, or {'model', 'failed'} when it exits with an error or runs past `timeout`
+  seconds (then it is killed)."""
+  try:
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env,
+                          cwd=REPO, timeout=timeout)
+  except subprocess.TimeoutExpired:
+    return {"model": name, "failed": f"timed out after {timeout:g} s"}
   if proc.returncode != 0:
     return {"model": name, "failed": f"exit status {proc.returncode}"}
   return json.loads(proc.stdout.strip().splitlines()[-1])

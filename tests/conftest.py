@@ -17,6 +17,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Compiling is most of a smoke run's time: fewer XLA passes for every test, in this process and
 # in the command-line runs the tests start (so their results compare with in-process runs).
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# scene_route 'auto' caches its measured choices under XDG_CACHE_HOME (models/routes.py):
+# tests keep theirs in the session's folder, never in the user's cache.
+os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE, "xdg")
 
 import pytest  # noqa: E402
 

@@ -9,10 +9,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from mtms_jax import errors
 from mtms_jax.errors import UserError
-from mtms_jax.models import kernels
+from mtms_jax.models import kernels, routes
 
 ROUTES = ("auto", "xla", "all", "gather", "grouped", "ragged", "kernel")
 
@@ -154,9 +155,13 @@ class SceneMLP(nn.Module):
                matmul over the scenes' runs of rows), the result put back in batch order:
                one MLP's FLOPs, no padding; the route for GPUs and TPUs, whose grouped
                matmul kernels it reaches.
-    'auto'     'kernel' where it is available (also the fastest for 2 scenes: a [320, 16,
-               8, 1] MLP's forward and backward on 2048 rows took 1.3 ms against 1.8-2.0
-               with 'all'), else 'xla'.
+    'auto'     the fastest of the candidate routes on this machine, measured on the
+               layer's shapes (forward and backward) the first time it is traced, and
+               cached per CPU, backend, versions and shapes (`mtms_jax.models.routes`):
+               the native kernel beats XLA on an AVX-512 Xeon and loses to it on an
+               AVX2-only EPYC. The rule of thumb ('kernel' where it is available,
+               else 'xla') unless another route is more than routes.MARGIN faster;
+               below routes.MIN_MEASURED_BATCH rows (and at init) no measurement.
     'xla'      'ragged' on GPU/TPU; on the CPU 'all' for S <= `max_all_scenes`, else
                'gather' when the widest layer has at most `max_gather_weights` weights,
                else 'grouped'. What 'auto' picks on several devices (mtms_jax.parallel):
@@ -181,7 +186,9 @@ class SceneMLP(nn.Module):
                           else kernel_init, (self.num_scenes, fan_in, fan_out)),
                self.param(f"bias{i}", nn.initializers.zeros, (self.num_scenes, fan_out)))
               for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]))]
-    route = self._route(widths)
+    route = self._route(widths, x.shape[0])
+    if not self.is_initializing():
+      routes.TAKEN[f"{'/'.join(self.path)}: {self._shapes(widths, x.shape[0])}"] = route
     if route == "all":
       return self._all(x, scene, layers)
     if route == "gather":
@@ -194,17 +201,65 @@ class SceneMLP(nn.Module):
       return self._ragged(x, scene, layers)
     raise ValueError(f"SceneMLP route {self.route!r}; expected one of {ROUTES}")
 
-  def _route(self, widths) -> str:
+  def _route(self, widths, batch=None) -> str:
+    """The route for a batch of `batch` rows (None: not known, no measurement)."""
     if self.route not in ("auto", "xla"):
       return self.route
-    if self.route == "auto" and kernels.available():
-      return "kernel"
+    if self.route == "auto":
+      candidates = self._candidates(widths)
+      rule = "kernel" if "kernel" in candidates else self._xla_route(widths)
+      if (isinstance(batch, int) and batch >= routes.MIN_MEASURED_BATCH
+          and not self.is_initializing()):
+        return routes.fastest(self._shapes(widths, batch), candidates, rule,
+                              lambda route: self._timed_program(route, widths, batch))
+      return rule
+    return self._xla_route(widths)
+
+  def _xla_route(self, widths) -> str:
     if jax.default_backend() != "cpu":
       return "ragged"
     if self.num_scenes <= self.max_all_scenes:
       return "all"
-    largest = max(a * b for a, b in zip(widths[:-1], widths[1:]))
-    return "gather" if largest <= self.max_gather_weights else "grouped"
+    return "gather" if self._largest(widths) <= self.max_gather_weights else "grouped"
+
+  def _candidates(self, widths) -> tuple[str, ...]:
+    """The routes 'auto' measures: those that can be the fastest here. 'all' costs S
+    times the FLOPs and 'gather' copies every example's weights, so they run only for a
+    few scenes and narrow layers."""
+    few_scenes = ("all",) if self.num_scenes <= 2 * self.max_all_scenes else ()
+    if jax.default_backend() != "cpu":
+      return ("ragged",) + few_scenes + ("grouped",)
+    # Not 'ragged': XLA:CPU runs ragged_dot as a loop, 3-5x slower than 'all' or
+    # 'grouped' on a [320, 16, 8, 1] tower (2 scenes, 2048 rows), and its compile would
+    # add a second to the measurement.
+    native = ("kernel",) if kernels.available() else ()
+    narrow = ("gather",) if self._largest(widths) <= self.max_gather_weights else ()
+    return native + few_scenes + narrow + ("grouped",)
+
+  @staticmethod
+  def _largest(widths) -> int:
+    return max(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+  def _shapes(self, widths, batch) -> str:
+    last = ", activated" if self.activate_last else ""
+    return f"{self.num_scenes} scenes x {list(widths)}{last}, batch {batch}"
+
+  def _timed_program(self, route, widths, batch):
+    """A call of this layer's forward and backward by `route` on random inputs of the
+    real shapes (scenes uniform), for routes.fastest to time."""
+    mlp = self.clone(parent=None, route=route)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, widths[0]), np.float32)
+    scene = rng.integers(0, self.num_scenes, batch, dtype=np.int32)
+    dy = rng.standard_normal((batch, widths[-1]), np.float32)
+    # Parameters of the right shapes made directly: an eager init costs seconds.
+    params = {"params": {
+        name: rng.standard_normal((self.num_scenes,) + shape, np.float32) / widths[0]
+        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]))
+        for name, shape in ((f"kernel{i}", (fan_in, fan_out)), (f"bias{i}", (fan_out,)))}}
+    grad = jax.jit(jax.grad(lambda p, x, scene, dy: jnp.sum(mlp.apply(p, x, scene) * dy),
+                            argnums=(0, 1)))
+    return lambda: grad(params, x, scene, dy)
 
   def _activate(self, x, i):
     return nn.relu(x) if i < len(self.features) - 1 or self.activate_last else x

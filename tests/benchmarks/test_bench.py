@@ -35,6 +35,11 @@ def test_every_model_runs(name):
   for key in ("steps_examples_per_s", "e2e_examples_per_s", "compile_s", "peak_rss_gib"):
     assert np.isfinite(result[key]) and result[key] > 0, key
   assert np.isfinite(result["loss_after_e2e"])
+  # Every per-scene layer says which route it took: MTMS's towers (embedding phase) or
+  # head (ranking phase); the joint models have none.
+  layers = {k.split(":")[0] for k in result["routes"]}
+  assert layers == {"embedding": {"ctr", "cvr"}, "ranking": {"head"}}.get(result["phase"], set())
+  assert set(result["routes"].values()) <= set(bench.layers.ROUTES) - {"auto", "xla"}
 
 
 def test_mtms_options_reach_the_mtms_model_only():
@@ -67,7 +72,20 @@ def test_main_writes_json_and_table(tmp_path, capsys):
   assert [r["model"] for r in report["results"]] == ["esmm"]
   assert len(report["results"][0]["repeats"]) == 2
   assert "steps_examples_per_s" in report["results"][0]
-  assert "| esmm | joint |" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "| esmm | joint |" in printed
+  info = report["machine"]
+  assert {"cpu_model", "vector_extensions", "caches", "jax", "jaxlib", "xla_commit"} <= set(info)
+  assert printed.startswith(info["cpu_model"]) and f"jaxlib {info['jaxlib']}" in printed
+
+
+def test_a_forced_route_reaches_mtms_only_and_the_table_names_each_layers_route():
+  args = bench.parse_args(TINY + ["--scene_route", "grouped"])
+  assert bench.model_config(bench.BENCH_MODELS["mtms_embedding"], args).scene_route == "grouped"
+  assert "scene_route" not in bench.model_config(bench.BENCH_MODELS["esmm"], args)
+  taken = {"ctr: 2 scenes x [320, 16, 8, 1], batch 2048": "kernel",
+           "cvr: 2 scenes x [320, 16, 8, 1], batch 2048": "all"}
+  assert bench.routes_cell(taken) == "ctr kernel, cvr all" and bench.routes_cell({}) == "-"
 
 
 def test_makefile_sets_the_bench_malloc_tunables():

@@ -1,9 +1,13 @@
 """Native CPU kernels, as XLA FFI custom calls: `scene_matmul` (per-scene weights).
 
 The kernels are C++ (`scene_matmul.cc`), compiled for this machine by `python -m
-mtms_jax.models.kernels` (`make setup` runs it) into `_build/`. Where the library is missing (no
-compiler at setup) or jax runs on another backend, `available()` is False and the models
-use their XLA routes, which the tests also compare the kernels against.
+mtms_jax.models.kernels` (`make setup` runs it) into `_build/`, with vectors as wide as the
+CPU's widest extension (AVX-512 or AVX2). `--isa avx2` builds the AVX2 code on an AVX-512
+machine too (`library("avx2")`), to measure it there (`make bench ARGS="--kernel_isa avx2"`);
+the environment variable MTMS_JAX_KERNELS names the library to load instead of the native
+one. Where the library is missing (no compiler at setup) or jax runs on another backend,
+`available()` is False and the models use their XLA routes, which the tests also compare the
+kernels against.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import os
 import pathlib
 import subprocess
 
@@ -19,15 +24,33 @@ import jax.numpy as jnp
 
 SOURCE = pathlib.Path(__file__).with_name("scene_matmul.cc")
 LIBRARY = pathlib.Path(__file__).with_name("_build") / "libscene_matmul.so"
+# Code generation per instruction set: 'native' everything this CPU has; 'avx2' the same
+# without AVX-512, as an AVX2-only CPU (AMD EPYC before Zen 4) runs it.
+ISA_FLAGS = {"native": ["-march=native"],
+             "avx2": ["-march=native", "-mavx2", "-mfma", "-mno-avx512f"]}
 
 
-def build(compiler: str = "g++") -> pathlib.Path:
-  """Compiles the kernels for this CPU (-march=native) into LIBRARY."""
-  LIBRARY.parent.mkdir(exist_ok=True)
-  command = [compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC",
-             "-isystem", jax.ffi.include_dir(), str(SOURCE), "-o", str(LIBRARY)]
+def library(isa: str = "native") -> pathlib.Path:
+  """Where `build(isa=isa)` puts the library: LIBRARY for 'native'."""
+  return LIBRARY if isa == "native" else LIBRARY.with_name(f"libscene_matmul_{isa}.so")
+
+
+def build(compiler: str = "g++", isa: str = "native",
+          target: pathlib.Path | None = None) -> pathlib.Path:
+  """Compiles the kernels for this CPU (ISA_FLAGS[isa]) into `target` (default
+  `library(isa)`). A vector type the flags cannot hold in registers is an error (-Wpsabi),
+  not a slow emulation."""
+  target = target or library(isa)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  command = [compiler, "-O3", *ISA_FLAGS[isa], "-Werror=psabi", "-std=c++17", "-shared",
+             "-fPIC", "-isystem", jax.ffi.include_dir(), str(SOURCE), "-o", str(target)]
   subprocess.run(command, check=True)
-  return LIBRARY
+  return target
+
+
+def loaded_library() -> pathlib.Path:
+  """The library `available()` loads: $MTMS_JAX_KERNELS, else LIBRARY."""
+  return pathlib.Path(os.environ.get("MTMS_JAX_KERNELS") or LIBRARY)
 
 
 _disabled = False
@@ -54,14 +77,15 @@ def disabled():
 
 @functools.cache
 def _load() -> bool:
-  if jax.default_backend() != "cpu" or not LIBRARY.exists():
+  path = loaded_library()
+  if jax.default_backend() != "cpu" or not path.exists():
     return False
-  if LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
-    raise RuntimeError(f"{LIBRARY} is older than {SOURCE}; rebuild it with `python -m "
+  if path.stat().st_mtime < SOURCE.stat().st_mtime:
+    raise RuntimeError(f"{path} is older than {SOURCE}; rebuild it with `python -m "
                        "mtms_jax.models.kernels` (or `make setup`)")
-  library = ctypes.cdll.LoadLibrary(str(LIBRARY))
+  shared = ctypes.cdll.LoadLibrary(str(path))
   for name in ("SceneMatmul", "SceneMatmulTransposed", "SceneOuter"):
-    jax.ffi.register_ffi_target(f"mtms_{name}", jax.ffi.pycapsule(getattr(library, name)),
+    jax.ffi.register_ffi_target(f"mtms_{name}", jax.ffi.pycapsule(getattr(shared, name)),
                                 platform="cpu")
   return True
 

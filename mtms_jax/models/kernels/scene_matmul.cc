@@ -6,15 +6,18 @@
 //                                                         x (B, I), dy (B, H) -> g (S, I, H)
 //
 // Examples are grouped by scene (a counting sort of the batch) and go through their scene's
-// weights in blocks of 4 examples x 64 output columns whose sums stay in vector registers:
+// weights in blocks of 4 examples x 64 output columns (AVX-512; 16 with AVX2) whose sums
+// stay in vector registers:
 // each weight vector loaded serves 4 examples, and a scene's weights (20 KiB for 320 x 16)
 // stay in L1 while its examples pass. So per-scene weights cost about what one shared
 // matmul costs, however many scenes there are. Narrow outputs (8, or not a multiple of 16)
 // take simpler per-example loops. Sums run over the input axis in order, never reassociated:
-// results are bitwise the same run to run, and equal XLA's matmul to float rounding.
+// results are bitwise the same run to run, and equal XLA's matmul to float rounding (also
+// across builds of another vector width, whose blocks may sum an output of 8 otherwise).
 // SceneMatmul's input gradient is SceneMatmulTransposed, its weight gradient SceneOuter.
 // Scene ids outside [0, S) are clamped, as jnp indexing clamps them. `python -m
-// mtms_jax.kernels` compiles this file for the CPU it runs on (-march=native).
+// mtms_jax.models.kernels` compiles this file for the CPU it runs on (-march=native): the
+// vectors are as wide as its widest extension (below), so no vector is emulated.
 
 #include <algorithm>
 #include <cstdint>
@@ -31,9 +34,27 @@ int64_t ClampScene(int32_t s, int64_t num_scenes) {
   return std::min<int64_t>(std::max<int32_t>(s, 0), num_scenes - 1);
 }
 
-// GCC/Clang vector types: one AVX-512 register, or two AVX2 ones, whatever -march gives.
-typedef float Vec16 __attribute__((vector_size(64)));
-typedef float Vec8 __attribute__((vector_size(32)));
+// One vector register of the widest extension the build targets: AVX-512 (16 floats, 32
+// registers), AVX or AVX2 (8 floats, 16 registers), else 4 floats (SSE, NEON). A GCC/Clang
+// vector wider than the target's registers would be emulated, at twice the instructions,
+// and change the ABI of the functions that pass it.
+#if defined(__AVX512F__)
+#define MTMS_VECTOR_BYTES 64
+#elif defined(__AVX__)
+#define MTMS_VECTOR_BYTES 32
+#else
+#define MTMS_VECTOR_BYTES 16
+#endif
+typedef float Vec __attribute__((vector_size(MTMS_VECTOR_BYTES)));
+constexpr int64_t kLanes = sizeof(Vec) / sizeof(float);
+// Output vectors a SceneMatmul block keeps (x 4 examples): 16 sums + 4 weights of 32
+// AVX-512 registers; 8 + 2 of AVX2's 16.
+constexpr int kBlockChunks = kLanes == 16 ? 4 : 2;
+// Rows of a two-vector SceneOuter block: 16 sums of 32 registers, or 8 of 16.
+constexpr int kOuterRows = kLanes == 16 ? 8 : 4;
+#if MTMS_VECTOR_BYTES == 64
+typedef float Vec8 __attribute__((vector_size(32)));   // outputs of 8 under AVX-512
+#endif
 
 template <typename Vec>
 Vec Load(const float* p) {
@@ -108,11 +129,10 @@ template <int kExamples, int kChunks>
 void SceneBlock(const float* __restrict__ xs, const float* __restrict__ wb,
                 const int64_t* rows, int64_t in, int64_t out, int64_t col,
                 float* __restrict__ ys) {
-  constexpr int kLanes = sizeof(Vec16) / sizeof(float);
-  Vec16 acc[kExamples][kChunks] = {};
+  Vec acc[kExamples][kChunks] = {};
   for (int64_t i = 0; i < in; ++i) {
-    Vec16 w[kChunks];
-    for (int c = 0; c < kChunks; ++c) w[c] = Load<Vec16>(wb + i * out + col + c * kLanes);
+    Vec w[kChunks];
+    for (int c = 0; c < kChunks; ++c) w[c] = Load<Vec>(wb + i * out + col + c * kLanes);
     for (int e = 0; e < kExamples; ++e) {
       const float xi = xs[rows[e] * in + i];
       for (int c = 0; c < kChunks; ++c) acc[e][c] += xi * w[c];
@@ -134,14 +154,14 @@ void SceneColumns(const float* xs, const float* wb, const int64_t* rows, int64_t
   for (; k < count; ++k) SceneBlock<1, kChunks>(xs, wb, rows + k, in, out, col, ys);
 }
 
-// out a multiple of 16: examples grouped by scene, so a scene's weights stay in cache while
-// its examples go through them in blocks of 4, 64 output columns at a time. With
+// out a multiple of kLanes: examples grouped by scene, so a scene's weights stay in cache
+// while its examples go through them in blocks of 4, kBlockChunks vectors of output
+// columns at a time. With
 // `transposed`, w is (S, out, in) and y[b] = x[b] @ w[s]^T: each scene's weights are
 // transposed once into a scratch buffer first (20 KiB for 320 x 16).
 void SceneMatmulBlocked(const float* xs, const float* ws, const int32_t* scenes,
                         int64_t batch, int64_t in, int64_t num_scenes, int64_t out,
                         bool transposed, float* ys) {
-  constexpr int64_t kLanes = sizeof(Vec16) / sizeof(float);
   std::vector<int64_t> start;
   const std::vector<int64_t> order = ByScene(scenes, batch, num_scenes, start);
   std::vector<float> scratch(transposed ? in * out : 0);
@@ -157,8 +177,8 @@ void SceneMatmulBlocked(const float* xs, const float* ws, const int32_t* scenes,
       wb = scratch.data();
     }
     int64_t col = 0;
-    for (; col + 4 * kLanes <= out; col += 4 * kLanes) {
-      SceneColumns<4>(xs, wb, rows, count, in, out, col, ys);
+    for (; col + kBlockChunks * kLanes <= out; col += kBlockChunks * kLanes) {
+      SceneColumns<kBlockChunks>(xs, wb, rows, count, in, out, col, ys);
     }
     for (; col < out; col += kLanes) SceneColumns<1>(xs, wb, rows, count, in, out, col, ys);
   }
@@ -184,12 +204,14 @@ ffi::Error SceneMatmulAny(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
   if (transposed && out % 16 != 0) {
     return ffi::Error::InvalidArgument("SceneMatmulTransposed: I must be a multiple of 16");
   }
-  if (out % 16 == 0) {
+  if (out % kLanes == 0) {
     SceneMatmulBlocked(xs, ws, scenes, batch, in, num_scenes, out, transposed, ys);
+#if MTMS_VECTOR_BYTES == 64
   } else if (out == 8) {
     SceneMatmulLoop<Vec8, 1>(xs, ws, scenes, batch, in, num_scenes, out, ys);
+#endif
   } else {
-    SceneMatmulLoop<Vec16, 0>(xs, ws, scenes, batch, in, num_scenes, out, ys);
+    SceneMatmulLoop<Vec, 0>(xs, ws, scenes, batch, in, num_scenes, out, ys);
   }
   return ffi::Error::Success();
 }
@@ -205,31 +227,39 @@ ffi::Error SceneMatmulTransposedImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F
   return SceneMatmulAny(x, w, scene, y, /*transposed=*/true);
 }
 
-// g[s] = sum over the scene's examples b of outer(x[b], dy[b]), out = one Vec wide: kRows
-// rows of g[s] at a time stay in registers while the scene's examples stream by, so each
-// row of g is written once. Sums run in batch order within a scene.
-template <typename Vec, int kRows>
+// g[s] = sum over the scene's examples b of outer(x[b], dy[b]), out = kChunks vectors V
+// wide: kRows rows of g[s] at a time stay in registers while the scene's examples stream
+// by, so each row of g is written once. Sums run in batch order within a scene.
+template <typename V, int kChunks, int kRows>
 void SceneOuterBlocked(const float* __restrict__ xs, const float* __restrict__ dys,
                        const std::vector<int64_t>& order, const std::vector<int64_t>& start,
                        int64_t in, float* __restrict__ gs) {
-  constexpr int kOut = sizeof(Vec) / sizeof(float);
+  constexpr int kVLanes = sizeof(V) / sizeof(float);
+  constexpr int kOut = kChunks * kVLanes;
   const int64_t num_scenes = static_cast<int64_t>(start.size()) - 1;
   for (int64_t s = 0; s < num_scenes; ++s) {
     float* __restrict__ gb = gs + s * in * kOut;
     for (int64_t i0 = 0; i0 < in; i0 += kRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kRows, in - i0));
-      Vec acc[kRows] = {};
+      V acc[kRows][kChunks] = {};
       for (int64_t k = start[s]; k < start[s + 1]; ++k) {
         const int64_t b = order[k];
-        const Vec d = Load<Vec>(dys + b * kOut);
+        V d[kChunks];
+        for (int c = 0; c < kChunks; ++c) d[c] = Load<V>(dys + b * kOut + c * kVLanes);
         const float* __restrict__ xb = xs + b * in + i0;
-        if (rows == kRows) {
-          for (int r = 0; r < kRows; ++r) acc[r] += xb[r] * d;
+        if (rows == kRows) {    // a constant trip count: the sums stay in registers
+          for (int r = 0; r < kRows; ++r) {
+            for (int c = 0; c < kChunks; ++c) acc[r][c] += xb[r] * d[c];
+          }
         } else {
-          for (int r = 0; r < rows; ++r) acc[r] += xb[r] * d;
+          for (int r = 0; r < rows; ++r) {
+            for (int c = 0; c < kChunks; ++c) acc[r][c] += xb[r] * d[c];
+          }
         }
       }
-      for (int r = 0; r < rows; ++r) Store(gb + (i0 + r) * kOut, acc[r]);
+      for (int r = 0; r < rows; ++r) {
+        for (int c = 0; c < kChunks; ++c) Store(gb + (i0 + r) * kOut + c * kVLanes, acc[r][c]);
+      }
     }
   }
 }
@@ -250,10 +280,14 @@ ffi::Error SceneOuterImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
   float* __restrict__ gs = g->typed_data();
   std::vector<int64_t> start;
   const std::vector<int64_t> order = ByScene(scene.typed_data(), batch, num_scenes, start);
-  if (out == 16) {
-    SceneOuterBlocked<Vec16, 8>(xs, dys, order, start, in, gs);
+  if (out == kLanes) {
+    SceneOuterBlocked<Vec, 1, 8>(xs, dys, order, start, in, gs);
+  } else if (out == 2 * kLanes) {
+    SceneOuterBlocked<Vec, 2, kOuterRows>(xs, dys, order, start, in, gs);
+#if MTMS_VECTOR_BYTES == 64
   } else if (out == 8) {
-    SceneOuterBlocked<Vec8, 8>(xs, dys, order, start, in, gs);
+    SceneOuterBlocked<Vec8, 1, 8>(xs, dys, order, start, in, gs);
+#endif
   } else {
     std::memset(gs, 0, sizeof(float) * num_scenes * in * out);
     for (int64_t s = 0; s < num_scenes; ++s) {
