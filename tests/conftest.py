@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run on the CPU; nothing here needs an accelerator."""
 
 import atexit
+import contextlib
 import os
 import pathlib
 import shutil
@@ -20,6 +21,7 @@ import pytest  # noqa: E402
 import jax  # noqa: E402
 
 from experiments import add_scene as add_scene_experiment  # noqa: E402
+from experiments import star as star_experiment  # noqa: E402
 from experiments import common  # noqa: E402
 from mtms_jax import runs  # noqa: E402
 from mtms_jax.data import synthetic  # noqa: E402
@@ -27,6 +29,17 @@ from mtms_jax.train import trainer  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@contextlib.contextmanager
+def fewer_xla_passes():
+  """Compile time is most of a smoke run: fewer XLA passes inside, restored afterwards."""
+  saved = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", saved)
 
 
 @pytest.fixture(scope="session")
@@ -50,10 +63,23 @@ def added_run(tmp_path_factory):
   shared by test_add_scene.py and the add_scene case of test_experiments.py (read-only)."""
   workdir = tmp_path_factory.mktemp("add_scene")
   config = add_scene_experiment.get_config("smoke")
-  # Compile time is most of a smoke run: fewer XLA passes, restored afterwards.
-  saved = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
+  with fewer_xla_passes():
     return workdir, config, runs.run(config, str(workdir))
-  finally:
-    jax.config.update("jax_disable_most_optimizations", saved)
+
+
+@pytest.fixture(scope="session")
+def star_run(tmp_path_factory):
+  """experiments/star.py on its smoke shrink (9 steps, saves at 4, 8, 9), trained once: shared
+  by tests/models/test_star.py, the star case of test_experiments.py and test_parallel.py
+  (read-only). Returns (workdir, results)."""
+  workdir = tmp_path_factory.mktemp("star_run")
+  with fewer_xla_passes():
+    return workdir, runs.run(star_experiment.get_config("smoke"), str(workdir))
+
+
+@pytest.fixture(scope="module")
+def fast_compiles():
+  """Fewer XLA passes for a whole test module (`pytestmark = pytest.mark.usefixtures(
+  "fast_compiles")`), where compiling is most of its tests' time."""
+  with fewer_xla_passes():
+    yield

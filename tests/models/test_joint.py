@@ -16,13 +16,8 @@ from mtms_jax.eval import prediction
 NAMES = sorted(common.JOINT_MODELS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-  """Compile time is most of these tests: fewer XLA passes (restored afterwards)."""
-  saved = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", saved)
+# Compile time is most of these tests: fewer XLA passes (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")
