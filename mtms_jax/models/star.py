@@ -29,7 +29,8 @@ shapes the network, in the paper's three parts:
 config.model: star_hidden (widths of the shared-by-tasks star bottom), tower_hidden
 (hidden widths of each task's star tower), aux_hidden (hidden widths of the auxiliary
 network), statistics_momentum (of the moving statistics), norm_epsilon, scene_route
-(layers.SceneMLP's route). Reference sizes: experiments/common.JOINT_MODELS.
+(layers.SceneMLP's route; default 'xla': on the CPU the native kernel's route made a STAR
+update 2.7x slower, experiments/common.JOINT_MODELS). Reference sizes: JOINT_MODELS.
 """
 
 from __future__ import annotations
@@ -46,6 +47,26 @@ from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import MLP, ROUTES, SceneMLP
 
 
+# Up to this many scenes, taking each example's scene's row of an (S, K) array and summing
+# rows by scene are one-hot matmuls, whose gradients are dense dots; beyond, a gather and a
+# scatter-add, whose cost does not grow with S but which XLA:CPU runs several times slower.
+MAX_ONE_HOT_SCENES = 16
+
+
+def scene_rows(table: jax.Array, scene: jax.Array) -> jax.Array:
+  """table (S, K), scene (B,) -> (B, K): each example's scene's row."""
+  if table.shape[0] <= MAX_ONE_HOT_SCENES:
+    return jax.nn.one_hot(scene, table.shape[0], dtype=table.dtype) @ table
+  return table[scene]
+
+
+def scene_sums(x: jax.Array, scene: jax.Array, num_scenes: int) -> jax.Array:
+  """x (B, K), scene (B,) -> (S, K): the sum of each scene's rows."""
+  if num_scenes <= MAX_ONE_HOT_SCENES:
+    return jnp.einsum("bs,bk->sk", jax.nn.one_hot(scene, num_scenes, dtype=x.dtype), x)
+  return jax.ops.segment_sum(x, scene, num_scenes)
+
+
 def scene_moments(x: jax.Array, scene: jax.Array, num_scenes: int,
                   axis_name: str | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Rows (S,), mean (S, I) and biased variance (S, I) of each scene's rows of x (B, I).
@@ -55,11 +76,11 @@ def scene_moments(x: jax.Array, scene: jax.Array, num_scenes: int,
   """
   def total(v):
     return v if axis_name is None else jax.lax.psum(v, axis_name)
-  count = total(jax.ops.segment_sum(jnp.ones_like(scene, x.dtype), scene, num_scenes))
+  count = total(scene_sums(jnp.ones((x.shape[0], 1), x.dtype), scene, num_scenes))[:, 0]
   per_row = 1.0 / jnp.maximum(count, 1.0)[:, None]
-  mean = total(jax.ops.segment_sum(x, scene, num_scenes)) * per_row
+  mean = total(scene_sums(x, scene, num_scenes)) * per_row
   # Two passes: E[(x - mean)^2] keeps float32 precision where E[x^2] - mean^2 would not.
-  var = total(jax.ops.segment_sum(jnp.square(x - mean[scene]), scene, num_scenes)) * per_row
+  var = total(scene_sums(jnp.square(x - scene_rows(mean, scene)), scene, num_scenes)) * per_row
   return count, mean, var
 
 
@@ -76,8 +97,11 @@ class PartitionedNorm(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (width,))
     scene_scale = self.param("scene_scale", nn.initializers.ones, (self.num_scenes, width))
     scene_bias = self.param("scene_bias", nn.initializers.zeros, (self.num_scenes, width))
-    normed = (x - mean[scene]) * jax.lax.rsqrt(var[scene] + self.epsilon)
-    return normed * (scale * scene_scale[scene]) + (bias + scene_bias[scene])
+    # Per scene, the norm is x * a_p + c_p: one (S, 2I) table of rows to take per example.
+    a = scale * scene_scale * jax.lax.rsqrt(var + self.epsilon)
+    c = bias + scene_bias - mean * a
+    ac = scene_rows(jnp.concatenate([a, c], axis=-1), scene)
+    return x * ac[:, :width] + ac[:, width:]
 
 
 class StarMLP(SceneMLP):
@@ -132,12 +156,12 @@ class Model(joint.JointModel):
     momentum = config.statistics_momentum
     errors.expect(0 <= momentum < 1, f"{where}.statistics_momentum", momentum, "in [0, 1)")
     errors.expect(config.norm_epsilon > 0, f"{where}.norm_epsilon", config.norm_epsilon, "> 0")
-    errors.expect_choice(f"{where}.scene_route", config.get("scene_route", "auto"), ROUTES)
+    errors.expect_choice(f"{where}.scene_route", config.get("scene_route", "xla"), ROUTES)
 
   def make_network(self, config: ml_collections.ConfigDict) -> nn.Module:
     return Network(self.num_scenes, tuple(config.star_hidden), tuple(config.tower_hidden),
                    tuple(config.aux_hidden), self.schema.tasks, config.norm_epsilon,
-                   config.get("scene_route", "auto"))
+                   config.get("scene_route", "xla"))
 
   @property
   def star_width(self) -> int:
