@@ -10,6 +10,7 @@ import pytest
 
 from experiments import common
 from mtms_jax import embedding, models, optim, serving
+from mtms_jax.models import star
 from mtms_jax.data import pipeline
 from mtms_jax.eval import prediction
 from mtms_jax.serving import export
@@ -150,3 +151,18 @@ def _batch_columns(workdir):
   return {"ids": (rng.random((n, len(vocab))) * vocab).astype(np.int32),
           "dense": rng.standard_normal((n, len(schema["dense"]))).astype(np.float32),
           "scene": rng.integers(0, len(schema["scenes"]), n).astype(np.int32)}
+
+
+@pytest.mark.parametrize("num_scenes", [3, star.MAX_ONE_HOT_SCENES + 4])
+def test_scene_moments_by_one_hot_and_by_gather(num_scenes):
+  # Up to MAX_ONE_HOT_SCENES scenes one-hot matmuls, beyond gathers and scatter-adds.
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(200, 5)).astype(np.float32)
+  scene = rng.integers(0, num_scenes - 1, 200).astype(np.int32)      # the last scene: no rows
+  count, mean, var = star.scene_moments(x, scene, num_scenes)
+  for s in range(num_scenes):
+    rows = x[scene == s]
+    assert count[s] == len(rows)
+    np.testing.assert_allclose(mean[s], rows.mean(0) if len(rows) else 0, atol=1e-6)
+    np.testing.assert_allclose(var[s], rows.var(0) if len(rows) else 0, atol=1e-5)
+  np.testing.assert_array_equal(star.scene_rows(mean, scene), np.asarray(mean)[scene])
