@@ -30,7 +30,7 @@ config.model: star_hidden (widths of the shared-by-tasks star bottom), tower_hid
 (hidden widths of each task's star tower), aux_hidden (hidden widths of the auxiliary
 network), statistics_momentum (of the moving statistics), norm_epsilon, scene_route
 (layers.SceneMLP's route; default 'xla': on the CPU the native kernel's route made a STAR
-update 2.7x slower, experiments/common.JOINT_MODELS). Reference sizes: JOINT_MODELS.
+update slower, README Performance). Reference sizes: experiments/common.JOINT_MODELS.
 """
 
 from __future__ import annotations
