@@ -163,7 +163,21 @@ JOINT_MODELS = {
     # the experts' weights (56k in all on the bench's fields, MMoE 47k).
     "m2m": {"num_experts": 8, "expert_hidden": (16,), "scene_dim": 8, "tower_layers": 1,
             "tower_hidden": (8,)},
+    # STAR's star bottom [48] costs an example one 48-wide layer (its scene's weights), about
+    # PLE's three 16-wide experts; its shared plus per-scene weights, (1 + S) x 48 per input,
+    # are at 2 scenes MMoE's 8 x 16 + gates. Towers [8] and an auxiliary network [8] as the
+    # others' towers. Moving statistics as flax's BatchNorm (momentum 0.99). Route 'xla'
+    # (for a few scenes on the CPU: 'all'), not the native kernel: on make bench's workload
+    # (200k rows, load 7-11) 124k and 76k examples/s against 46k and 56k with the kernel.
+    # STAR misses 0.5x ESMM at these sizes (README, Performance: the [48] bottom costs most).
+    "star": {"star_hidden": (48,), "tower_hidden": (8,), "aux_hidden": (8,),
+             "statistics_momentum": 0.99, "norm_epsilon": 1e-5, "scene_route": "xla"},
 }
+
+
+# How tables name each model; a model missing here is named by its JOINT_MODELS key.
+JOINT_LABELS = {"esmm": "ESMM", "mmoe": "MMoE", "ple": "PLE", "shared_bottom": "Shared-Bottom",
+                "star": "STAR", "pepnet": "PEPNet", "m2m": "M2M"}
 
 
 def joint_sections(name):
@@ -261,6 +275,12 @@ def joint_row(label, name, scenes=()):
   """A row of a field-standard model (`joint_sections`), one joint phase."""
   return ml_collections.ConfigDict({"label": label, **joint_sections(name),
                                     "scenes": tuple(scenes)})
+
+
+def joint_rows():
+  """{name: row} of every model of JOINT_MODELS, on every scene: a model added there is a
+  row of every comparison that takes the joint models (table2, quality)."""
+  return {name: joint_row(JOINT_LABELS.get(name, name), name) for name in JOINT_MODELS}
 
 
 def compare_config(arg, make_rows, **compare) -> ml_collections.ConfigDict:

@@ -1,5 +1,5 @@
-r"""Quality at defaults: MTMS, ESMM, MMoE, PLE and Shared-Bottom on held-out rows of the
-benchmark's workload, whose true probabilities are known (mtms_jax/runs/quality.py).
+r"""Quality at defaults: MTMS and every joint model (ESMM, MMoE, PLE, Shared-Bottom, STAR, ...:
+experiments/common.JOINT_MODELS) on held-out rows of the benchmark's workload, whose true probabilities are known (mtms_jax/runs/quality.py).
 
   make quality                     # 3 seeds at defaults, plus 1/2/3-epoch curves: 30 min (2 cores)
   make quality ARGS="--config.compare.seeds=1"
@@ -21,10 +21,7 @@ def rows(focus):
   del focus     # every row trains on every scene
   return {
       "mtms": common.mtms_row("MTMS", "none", "ctr+cvr+ctcvr", "ctr+cvr+ctcvr", ()),
-      "esmm": common.joint_row("ESMM", "esmm"),
-      "mmoe": common.joint_row("MMoE", "mmoe"),
-      "ple": common.joint_row("PLE", "ple"),
-      "shared_bottom": common.joint_row("Shared-Bottom", "shared_bottom"),
+      **common.joint_rows(),
   }
 
 

@@ -18,10 +18,11 @@ Models and their training procedure:
                (Table I row 4); alternating.
   multi_scene  MTMS: as one_scene, on every scene; the ranking phase reads the embeddings
                of all (scene, task) components; alternating.
-  shared_bottom, mmoe, ple   the field's multi-task models (mtms_jax/models/joint.py) at
-               their reference sizes, loss CTR+CVR+CTCVR, every scene with the scene as an
-               input; one joint phase (embeddings and network trained together).
-  esmm         standalone ESMM, loss CTR+CTCVR, every scene, scene as an input; joint.
+  esmm, mmoe, ple, shared_bottom, star, ...   every model of
+               experiments/common.JOINT_MODELS at its reference sizes, every scene: the
+               field's multi-task models (scene as an input) and multi-scene ones (STAR:
+               the scene shapes the network); loss CTR+CVR+CTCVR (ESMM: CTR+CTCVR); one
+               joint phase (embeddings and network trained together).
 The three alternating rows fine-tune (ranking phase) with loss CTR+CVR, the same for all
 three, so they differ only where the paper's rows do (embedding loss, scenes). The paper
 fine-tunes with CVR alone; CTR+CVR also trains the CTR head, so that CTCVR = CTR x CVR can be
@@ -44,10 +45,7 @@ def rows(focus):
       "one_scene": common.mtms_row("MTMS one scene", "none", "ctr+cvr+ctcvr", "ctr+cvr", one),
       "multi_scene": common.mtms_row("MTMS multi scene", "none", "ctr+cvr+ctcvr", "ctr+cvr",
                                      ()),
-      "shared_bottom": common.joint_row("Shared-Bottom", "shared_bottom"),
-      "mmoe": common.joint_row("MMoE", "mmoe"),
-      "ple": common.joint_row("PLE", "ple"),
-      "esmm": common.joint_row("ESMM", "esmm"),
+      **common.joint_rows(),
   }
 
 

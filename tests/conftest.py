@@ -25,6 +25,7 @@ import pytest  # noqa: E402
 
 
 from experiments import add_scene as add_scene_experiment  # noqa: E402
+from experiments import star as star_experiment  # noqa: E402
 from experiments import common  # noqa: E402
 from mtms_jax import runs  # noqa: E402
 from mtms_jax.data import synthetic  # noqa: E402
@@ -56,3 +57,12 @@ def added_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("add_scene")
   config = add_scene_experiment.get_config("smoke")
   return workdir, config, runs.run(config, str(workdir))
+
+
+@pytest.fixture(scope="session")
+def star_run(tmp_path_factory):
+  """experiments/star.py on its smoke shrink (9 steps, saves at 4, 8, 9), trained once: shared
+  by tests/models/test_star.py, the star case of test_experiments.py and test_parallel.py
+  (read-only). Returns (workdir, results)."""
+  workdir = tmp_path_factory.mktemp("star_run")
+  return workdir, runs.run(star_experiment.get_config("smoke"), str(workdir))

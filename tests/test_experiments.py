@@ -33,6 +33,8 @@ SINGLE_RUNS = [name for name in EXPERIMENTS if "compare" not in _load(name)]
 def test_experiment_runs_and_writes_outputs(name, tmp_path, request):
   if name == "add_scene":       # the run tests/runs/test_add_scene.py checks, trained once
     tmp_path, _, results = request.getfixturevalue("added_run")
+  elif name == "star":          # the run tests/models/test_star.py checks, trained once
+    tmp_path, results = request.getfixturevalue("star_run")
   else:
     results = runs.run(_load(name), str(tmp_path))
   for f in ("config.json", "results.json"):

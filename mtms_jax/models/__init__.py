@@ -8,7 +8,16 @@ A model is a plain object (not a flax Module) with:
   eval_phase  the phase whose outputs are the model's predictions
   init(rng) -> params  {'embedding': {'tables': {...}, ...}, 'ranking': {...}}
   components(scene, phase) -> (B, K) int32 components each example looks up
-  apply(params, rows, batch, phase) -> {'ctr_logit': (B,), 'cvr_logit': (B,)}
+  apply(params, rows, batch, phase, train=False, axis_name=None)
+              -> {'ctr_logit': (B,), 'cvr_logit': (B,)}; train: the forward of a training
+              update (a model with batch statistics normalizes with the batch's, else with
+              its moving ones); axis_name: the device axis when an update's batch is split
+              over devices (pmap), so that batch statistics are the whole batch's
+and optionally, for a model with moving statistics (STAR's partitioned normalization):
+  update_statistics(params, new_params, rows, batch, axis_name) -> new_params with the
+              moving statistics moved towards those of the batch (`rows`: its looked-up
+              rows under `params`). Statistics are not gradients: the update step calls
+              this after the optimizer, and whatever the optimizer did to them is replaced.
 
 `forward` is the one path from a batch to logits: components -> row index -> lookup -> apply.
 Keeping the lookup out of the models lets the sparse optimizers differentiate with respect to

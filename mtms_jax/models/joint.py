@@ -117,12 +117,20 @@ class JointModel(abc.ABC):
     # they compile once.
     return self.network.init(rng, jnp.zeros((1, self.input_width)))["params"]
 
-  def apply(self, params, rows, batch, phase: str) -> dict[str, jax.Array]:
+  def apply(self, params, rows, batch, phase: str, train: bool = False,
+            axis_name: str | None = None) -> dict[str, jax.Array]:
+    del train, axis_name     # no batch statistics
+    x = self.network_input(rows, batch, phase)
+    return self.logits_by_task(self.network.apply({"params": params["ranking"]}, x))
+
+  def network_input(self, rows, batch, phase: str) -> jax.Array:
+    """[field embeddings (W), dense (Nd), one-hot scene (S)]: (B, I)."""
     if phase != "joint":
       raise ValueError(f"phase {phase!r}; {type(self).__module__} has phases "
                        f"{tuple(self.phases)}")
     x = embedding.flatten_rows(rows)[:, 0]                                  # (B, W)
     scene = jax.nn.one_hot(batch["scene"], self.num_scenes, dtype=x.dtype)   # (B, S)
-    x = jnp.concatenate([x, batch["dense"], scene], axis=-1)                # (B, I)
-    logits = self.network.apply({"params": params["ranking"]}, x)
+    return jnp.concatenate([x, batch["dense"], scene], axis=-1)
+
+  def logits_by_task(self, logits) -> dict[str, jax.Array]:
     return {f"{task}_logit": logit for task, logit in zip(self.schema.tasks, logits)}

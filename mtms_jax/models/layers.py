@@ -180,12 +180,7 @@ class SceneMLP(nn.Module):
   def __call__(self, x: jax.Array, scene: jax.Array) -> jax.Array:
     """x (B, I), scene (B,) int -> (B, features[-1])."""
     widths = (x.shape[-1],) + tuple(self.features)
-    kernel_init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-    last = len(widths) - 2
-    layers = [(self.param(f"kernel{i}", nn.initializers.zeros if self.zero_last and i == last
-                          else kernel_init, (self.num_scenes, fan_in, fan_out)),
-               self.param(f"bias{i}", nn.initializers.zeros, (self.num_scenes, fan_out)))
-              for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]))]
+    layers = self._scene_layers(widths)
     route = self._route(widths, x.shape[0])
     if not self.is_initializing():
       routes.TAKEN[f"{'/'.join(self.path)}: {self._shapes(widths, x.shape[0])}"] = route
@@ -200,6 +195,16 @@ class SceneMLP(nn.Module):
     if route == "ragged":
       return self._ragged(x, scene, layers)
     raise ValueError(f"SceneMLP route {self.route!r}; expected one of {ROUTES}")
+
+  def _scene_layers(self, widths) -> list[tuple[jax.Array, jax.Array]]:
+    """Each layer's (kernel (S, I, H), bias (S, H)): here parameters of their own; a
+    subclass may compose them from others (models/star.py's shared x scene weights)."""
+    kernel_init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
+    last = len(widths) - 2
+    return [(self.param(f"kernel{i}", nn.initializers.zeros if self.zero_last and i == last
+                        else kernel_init, (self.num_scenes, fan_in, fan_out)),
+             self.param(f"bias{i}", nn.initializers.zeros, (self.num_scenes, fan_out)))
+            for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]))]
 
   def _route(self, widths, batch=None) -> str:
     """The route for a batch of `batch` rows (None: not known, no measurement)."""

@@ -254,7 +254,9 @@ class Model:
     k = self.num_ranking_sources if self.config.aggregation == "concat" else 1
     return k * self.layout.width + self.schema.num_dense
 
-  def apply(self, params, rows, batch, phase: str) -> dict[str, jax.Array]:
+  def apply(self, params, rows, batch, phase: str, train: bool = False,
+            axis_name: str | None = None) -> dict[str, jax.Array]:
+    del train, axis_name     # no batch statistics
     x = embedding.flatten_rows(rows)                                         # (B, K, W)
     scene = batch["scene"]
     if phase == "embedding":

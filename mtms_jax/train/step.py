@@ -91,6 +91,7 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str,
     params = optax.apply_updates(dense, updates)
     if not tx.dense_tables:
       params = optim.with_tables(params, tables)
+    params = update_statistics(model, phase, state["params"], params, batch, axis_name)
     if frozen:
       params = freezing.keep_frozen(model, frozen, state["params"], params)
     opt_state = {**opt_state, "dense": dense_opt, "count": opt_state["count"] + 1}
@@ -118,8 +119,8 @@ def make_losses(model, phase: str, phase_config: ml_collections.ConfigDict, seed
       rows, dense = dropout(jax.random.fold_in(base_key, step), rate, rows, batch["dense"],
                             axis_name)
       batch = {**batch, "dense": dense}
-    return losses.combine(model.apply(params, rows, batch, phase), batch, loss_spec, weights,
-                          axis_name)
+    outputs = model.apply(params, rows, batch, phase, train=True, axis_name=axis_name)
+    return losses.combine(outputs, batch, loss_spec, weights, axis_name)
 
   def loss_from_tables(params, batch, step):
     # The dense reference: the gradient flows through the gather into the whole tables.
@@ -156,6 +157,17 @@ def make_row_wise(model, tx: optim.PhaseOptimizer, phase: str, loss_from_rows,
     return (loss, task_losses), grads, dense, tables, opt_state
 
   return row_wise
+
+
+def update_statistics(model, phase: str, params, new_params, batch, axis_name: str | None):
+  """new_params with a model's moving statistics (`update_statistics` of the model protocol,
+  mtms_jax/models) moved towards the batch's; new_params itself for models without."""
+  if not hasattr(model, "update_statistics"):
+    return new_params
+  # The rows the update's forward read; XLA merges this gather with that one.
+  rows = embedding.lookup(params["embedding"]["tables"],
+                          models.embedding_index(model, batch, phase))
+  return model.update_statistics(params, new_params, rows, batch, axis_name)
 
 
 def sum_devices(tree, axis_name: str | None):

@@ -141,7 +141,7 @@ def test_epochs_without_steps_must_be_positive():
     config_checks.check(config)
 
 
-@pytest.mark.parametrize("experiment", ["quickstart", "esmm"])
+@pytest.mark.parametrize("experiment", ["quickstart", "esmm", "star"])
 def test_ctr_only_logs_have_no_cvr_tables_towers_losses_or_metrics(tmp_path, experiment):
   path = write_logs(tmp_path, rows=(300, 300, 200, 200))
   path.write_text(SCHEMA.replace(", conversion: buy", ""))
