@@ -29,6 +29,10 @@ def test_scene_weights_keep_a_tail_for_many_scenes():
   assert np.all(np.diff(w) < 0) and w[-1] / w.sum() > 5e-4
 
 
+SCENE_LAYERS = {"mtms_embedding": {"ctr", "cvr"}, "mtms_ranking": {"head"},
+                "star": {"bottom", "ctr", "cvr"}}
+
+
 @pytest.mark.parametrize("name", list(bench.BENCH_MODELS))
 def test_every_model_runs(name):
   result = bench.run_model(name, bench.parse_args(TINY))
@@ -36,9 +40,9 @@ def test_every_model_runs(name):
     assert np.isfinite(result[key]) and result[key] > 0, key
   assert np.isfinite(result["loss_after_e2e"])
   # Every per-scene layer says which route it took: MTMS's towers (embedding phase) or
-  # head (ranking phase); the joint models have none.
+  # head (ranking phase), STAR's star bottom and towers; the other joint models have none.
   layers = {k.split(":")[0] for k in result["routes"]}
-  assert layers == {"embedding": {"ctr", "cvr"}, "ranking": {"head"}}.get(result["phase"], set())
+  assert layers == SCENE_LAYERS.get(name, set())
   assert set(result["routes"].values()) <= set(bench.layers.ROUTES) - {"auto", "xla"}
 
 
