@@ -44,14 +44,12 @@ import ml_collections
 
 from benchmarks import worker
 from experiments import common
-from mtms_jax import machine, models
-from mtms_jax.data import zipf
-from mtms_jax.data import Dataset, pipeline
-from mtms_jax import optim
+from mtms_jax import machine, models, optim
+from mtms_jax.data import Dataset, pipeline, zipf
 from mtms_jax.models import kernels, layers, routes
 from mtms_jax.report import markdown
-from mtms_jax.train import train_state
 from mtms_jax.train import step as step_lib
+from mtms_jax.train import train_state
 
 
 # ----------------------------------------------------------------------------------------

@@ -35,8 +35,7 @@ import pyarrow.parquet as pq
 
 from benchmarks import worker
 from mtms_jax.data import zipf
-from mtms_jax.data.logs import schema_file
-from mtms_jax.data.logs import prepare
+from mtms_jax.data.logs import prepare, schema_file
 
 FIELDS = 20
 
@@ -106,8 +105,8 @@ def rss_anon() -> int:
 
 def run_mode(schema: str, mode: str, args) -> dict:
   # jax and the models only in workers: the driver stays small and starts nothing.
-  from mtms_jax import models
   from benchmarks import bench
+  from mtms_jax import models
   from mtms_jax.data import logs, pipeline
 
   memory = PeakRssAnon()

@@ -23,8 +23,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import config_checks, errors, orbax_errors, parallel
-from mtms_jax import runs
+from mtms_jax import config_checks, errors, orbax_errors, parallel, runs
 from mtms_jax.data import logs
 from mtms_jax.train import loop
 

@@ -23,10 +23,9 @@ os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE, "xdg")
 
 import pytest  # noqa: E402
 
-
 from experiments import add_scene as add_scene_experiment  # noqa: E402
-from experiments import star as star_experiment  # noqa: E402
 from experiments import common  # noqa: E402
+from experiments import star as star_experiment  # noqa: E402
 from mtms_jax import runs  # noqa: E402
 from mtms_jax.data import synthetic  # noqa: E402
 from mtms_jax.train import trainer  # noqa: E402

@@ -20,9 +20,8 @@ import pytest
 
 from experiments import common
 from mtms_jax import checkpoint, optim
-from mtms_jax.train import loop
+from mtms_jax.train import loop, trainer
 from mtms_jax.train import progress as progress_lib
-from mtms_jax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Reading a checkpoint back without a target tree: orbax then warns it takes the saved sharding.

@@ -14,7 +14,6 @@ from mtms_jax import config_checks, runs
 from mtms_jax.data import registry
 from mtms_jax.runs import compare
 
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.py")
                      if p.stem not in ("__init__", "common"))

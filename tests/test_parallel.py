@@ -25,12 +25,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import common
-from mtms_jax import checkpoint, models, parallel
+from mtms_jax import checkpoint, models, optim, parallel
 from mtms_jax.data import pipeline
 from mtms_jax.errors import UserError
-from mtms_jax import optim
-from mtms_jax.train import loop
-from mtms_jax.train import train_state
+from mtms_jax.train import loop, train_state
 from mtms_jax.train import step as step_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -6,13 +6,12 @@ new one needs no entry here; importing by name keeps configs free of import path
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 import re
 from collections.abc import Callable
 from typing import Any
-
-import dataclasses
 
 import ml_collections
 import numpy as np

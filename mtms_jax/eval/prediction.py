@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import jax
 import ml_collections
-from mtms_jax import losses, models, rundir, tasks
 import numpy as np
-from mtms_jax.eval import metrics
+
+from mtms_jax import losses, models, rundir, tasks
 from mtms_jax.data import Dataset, pipeline
+from mtms_jax.eval import metrics
 
 
 def trained_tasks(loss_spec: str) -> set[str]:

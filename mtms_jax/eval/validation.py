@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+
 import ml_collections
 import numpy as np
+
 from mtms_jax import errors, losses
 from mtms_jax.data import Dataset
 from mtms_jax.errors import UserError
-from mtms_jax.eval import metrics
-from mtms_jax.eval import prediction
+from mtms_jax.eval import metrics, prediction
 
 
 # The split

@@ -46,7 +46,6 @@ from mtms_jax import errors
 from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import MLP, ROUTES, SceneMLP
 
-
 # Up to this many scenes, taking each example's scene's row of an (S, K) array and summing
 # rows by scene are one-hot matmuls, whose gradients are dense dots; beyond, a gather and a
 # scatter-add, whose cost does not grow with S but which XLA:CPU runs several times slower.

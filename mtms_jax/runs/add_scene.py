@@ -6,11 +6,10 @@ import json
 import os
 
 import ml_collections
-from mtms_jax import errors, models
+
+from mtms_jax import errors, models, rundir
 from mtms_jax.errors import UserError
-from mtms_jax import rundir
-from mtms_jax.train import resume
-from mtms_jax.train import trainer
+from mtms_jax.train import resume, trainer
 
 
 def check(config: ml_collections.ConfigDict) -> None:

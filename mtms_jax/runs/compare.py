@@ -57,12 +57,10 @@ import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 from scipy import stats
 
-from mtms_jax import errors
+from mtms_jax import errors, rundir, runs, tasks
 from mtms_jax.errors import UserError
-from mtms_jax.eval import metrics
-from mtms_jax.eval import significance
+from mtms_jax.eval import metrics, significance
 from mtms_jax.report import tables
-from mtms_jax import rundir, runs, tasks
 
 LAYOUTS = ("rows", "columns")
 METRICS = ("auc", "mae", "logloss", "calibration")   # what a table can show

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 
 import ml_collections
-from mtms_jax import errors
-from mtms_jax import rundir
+
+from mtms_jax import errors, rundir
 from mtms_jax.report import plots
 from mtms_jax.train import trainer
 

@@ -31,13 +31,11 @@ import scipy.optimize
 import scipy.sparse
 from scipy import special
 
-from mtms_jax import rundir
+from mtms_jax import rundir, tasks
+from mtms_jax.data import registry
+from mtms_jax.eval import metrics, validation
 from mtms_jax.report import markdown
 from mtms_jax.runs import compare
-from mtms_jax.eval import metrics
-from mtms_jax.data import registry
-from mtms_jax.eval import validation
-from mtms_jax import tasks
 
 
 def curve_config(config: ml_collections.ConfigDict, name: str, epochs: int

@@ -35,10 +35,10 @@ import numpy as np
 from scipy import stats
 
 from mtms_jax import errors, rundir
+from mtms_jax.data import registry
+from mtms_jax.errors import UserError
 from mtms_jax.report import markdown
 from mtms_jax.runs import compare
-from mtms_jax.errors import UserError
-from mtms_jax.data import registry
 
 MEASURES = ("cvr", "ctcvr", "t_charge")
 

@@ -41,12 +41,11 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import config_checks, errors, orbax_errors, rundir, tasks
+from mtms_jax import config_checks, errors, orbax_errors, rundir, runs, tasks
+from mtms_jax.data import logs
 from mtms_jax.errors import UserError
 from mtms_jax.report import markdown, plots
-from mtms_jax.data import logs
 from mtms_jax.train import loop
-from mtms_jax import runs
 
 Point = dict[str, Any]
 AUCS = tuple(f"test/all/{t}/auc" for t in tasks.ALL)   # shown in sweep.md

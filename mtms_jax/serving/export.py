@@ -32,9 +32,9 @@ import numpy as np
 from absl import app, flags, logging
 
 from mtms_jax import checkpoint, errors, models, pytree, rundir
+from mtms_jax.eval import prediction
 from mtms_jax.models import kernels
 from mtms_jax.schema import FeatureSchema
-from mtms_jax.eval import prediction
 
 GRAPH, MANIFEST, SCHEMA, PARAMS = "model.stablehlo", "manifest.json", "schema.json", "params"
 BATCH_COLUMNS = ("ids", "dense", "scene")

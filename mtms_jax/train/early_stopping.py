@@ -16,16 +16,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
 from mtms_jax.data import Dataset
 from mtms_jax.errors import UserError
 from mtms_jax.eval import metrics
 from mtms_jax.train import progress as progress_lib
 from mtms_jax.train import schedule
-
 
 LOWER_IS_BETTER = ("loss", "logloss", "mae")
 

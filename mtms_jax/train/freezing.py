@@ -8,8 +8,10 @@ whose components are per scene).
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
+
 from mtms_jax.errors import UserError
 
 

@@ -12,19 +12,17 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+
 import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
-from mtms_jax import checkpoint
-from mtms_jax import rundir
-from mtms_jax.eval import validation
-from mtms_jax.train import early_stopping
-from mtms_jax.train import resume
-from mtms_jax.train import schedule
 
+from mtms_jax import checkpoint, rundir
+from mtms_jax.eval import validation
+from mtms_jax.train import early_stopping, resume, schedule
 
 # Tests only: 'STEP:SIGNAL', e.g. '7:KILL' or '12:TERM', makes the loop send itself SIGSIGNAL
 # right after update STEP, to prove that a run stopped at any step resumes exactly.

@@ -21,15 +21,15 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+
 import grain
 import jax
 import ml_collections
+
 from mtms_jax import checkpoint, checkpoint_checks, errors, models, rundir
 from mtms_jax.schema import FeatureSchema
-from mtms_jax.train import early_stopping
+from mtms_jax.train import early_stopping, schedule, train_state
 from mtms_jax.train import progress as progress_lib
-from mtms_jax.train import schedule
-from mtms_jax.train import train_state
 
 
 @dataclasses.dataclass(frozen=True)

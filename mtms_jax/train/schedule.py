@@ -15,8 +15,10 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+
 import grain
 import ml_collections
+
 from mtms_jax import errors
 from mtms_jax.data import Dataset, pipeline
 from mtms_jax.errors import UserError

@@ -14,15 +14,15 @@ tower slices of those scenes' components as they were (`freezing.keep_frozen`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from mtms_jax import embedding, errors, losses, models
+
+from mtms_jax import embedding, errors, losses, models, optim
 from mtms_jax.embedding import sparse
-from mtms_jax import optim
-from mtms_jax.train import freezing
-from mtms_jax.train import train_state
+from mtms_jax.train import freezing, train_state
 
 
 def dropout(rng: jax.Array, rate: float, rows: dict, dense: jax.Array,

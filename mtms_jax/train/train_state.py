@@ -7,10 +7,11 @@ nothing across steps; checkpoints hold the state without it.
 from __future__ import annotations
 
 from typing import Any
-import jax.numpy as jnp
-from mtms_jax.embedding import sparse
-from mtms_jax import optim
 
+import jax.numpy as jnp
+
+from mtms_jax import optim
+from mtms_jax.embedding import sparse
 
 State = dict[str, Any]
 

@@ -16,18 +16,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
+
 import jax
 import ml_collections
+
 from mtms_jax import checkpoint, models, optim, parallel, rundir
 from mtms_jax.data import Dataset, fingerprint, registry
 from mtms_jax.eval import metrics, prediction, validation
 from mtms_jax.schema import FeatureSchema
-from mtms_jax.train import early_stopping
-from mtms_jax.train import loop
-from mtms_jax.train import resume
-from mtms_jax.train import schedule
+from mtms_jax.train import early_stopping, loop, resume, schedule, train_state
 from mtms_jax.train import step as step_lib
-from mtms_jax.train import train_state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

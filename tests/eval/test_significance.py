@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mtms_jax.eval import metrics
-from mtms_jax.eval import significance
+from mtms_jax.eval import metrics, significance
 
 
 def _slow_delong(labels, a, b):

@@ -13,11 +13,8 @@ from experiments import common
 from mtms_jax import optim
 from mtms_jax.errors import UserError
 from mtms_jax.eval import validation
-from mtms_jax.train import early_stopping
-from mtms_jax.train import loop
-from mtms_jax.train import schedule
+from mtms_jax.train import early_stopping, loop, schedule, trainer
 from mtms_jax.train import step as step_lib
-from mtms_jax.train import trainer
 
 
 def _split_config(**validation_fields):

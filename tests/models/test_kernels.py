@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from mtms_jax import machine
-
 from mtms_jax.models import kernels
 
 pytestmark = pytest.mark.skipif(not kernels.available(),

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtms_jax.models import kernels
-from mtms_jax.models import layers
+from mtms_jax.models import kernels, layers
 
 FEATURES = (6, 3, 2)
 

@@ -10,12 +10,12 @@ import pytest
 
 from experiments import common
 from mtms_jax import embedding, models, optim, serving
-from mtms_jax.models import star
 from mtms_jax.data import pipeline
 from mtms_jax.eval import prediction
+from mtms_jax.models import star
 from mtms_jax.serving import export
-from mtms_jax.train import train_state
 from mtms_jax.train import step as step_lib
+from mtms_jax.train import train_state
 
 EPS = 1e-5
 

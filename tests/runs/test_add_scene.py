@@ -6,14 +6,12 @@ import numpy as np
 import pytest
 
 from experiments import add_scene as add_scene_experiment
-from mtms_jax import checkpoint, models
-from mtms_jax.serving import export
-from mtms_jax.errors import UserError
+from mtms_jax import checkpoint, models, optim
 from mtms_jax.data import registry
-from mtms_jax import optim
+from mtms_jax.errors import UserError
 from mtms_jax.runs import add_scene
-from mtms_jax.train import freezing
-from mtms_jax.train import train_state
+from mtms_jax.serving import export
+from mtms_jax.train import freezing, train_state
 from mtms_jax.train import step as step_lib
 
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments import quality as quality_experiment, table1, table2
+from experiments import quality as quality_experiment
+from experiments import table1, table2
 from mtms_jax import rundir
-from mtms_jax.runs import compare
-from mtms_jax.train import trainer
-from mtms_jax.runs import quality
 from mtms_jax.eval import significance
+from mtms_jax.runs import compare, quality
+from mtms_jax.train import trainer
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import common, daily
-from mtms_jax import runs
-from mtms_jax import checkpoint, models
+from mtms_jax import checkpoint, models, runs
 from mtms_jax.data import registry
 from mtms_jax.train import loop
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from experiments import replay as replay_experiment
-from mtms_jax.runs import replay
 from mtms_jax.errors import UserError
+from mtms_jax.runs import replay
 
 
 def test_auction_accounting_on_a_hand_computed_case():

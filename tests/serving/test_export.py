@@ -11,10 +11,10 @@ import pytest
 
 from experiments import common
 from mtms_jax import errors, models, serving
-from mtms_jax.serving import export
-from mtms_jax.serving import bench as serving_bench
 from mtms_jax.data import synthetic
 from mtms_jax.eval import prediction
+from mtms_jax.serving import bench as serving_bench
+from mtms_jax.serving import export
 from mtms_jax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -6,11 +6,10 @@ import optax
 import pytest
 
 from experiments import common
-from mtms_jax import models
+from mtms_jax import models, optim
 from mtms_jax.data import pipeline
-from mtms_jax import optim
-from mtms_jax.train import train_state
 from mtms_jax.train import step as step_lib
+from mtms_jax.train import train_state
 
 
 @pytest.fixture(scope="module")

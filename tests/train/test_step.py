@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from experiments import common
-from mtms_jax import embedding, losses, models
+from mtms_jax import embedding, losses, models, optim
 from mtms_jax.data import pipeline
-from mtms_jax import optim
-from mtms_jax.train import train_state
 from mtms_jax.train import step as step_lib
+from mtms_jax.train import train_state
 
 LR = 0.05
 

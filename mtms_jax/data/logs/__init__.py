@@ -11,9 +11,8 @@ from __future__ import annotations
 import ml_collections
 
 from mtms_jax import tasks as tasks_lib
-from mtms_jax.data.logs import schema_file
 from mtms_jax.data import Dataset
-from mtms_jax.data.logs import prepare
+from mtms_jax.data.logs import prepare, schema_file
 from mtms_jax.errors import UserError
 from mtms_jax.schema import DenseField, FeatureSchema, SparseField
 

@@ -30,10 +30,9 @@ from pathlib import Path
 import numpy as np
 import tqdm
 
-from mtms_jax.data.logs import schema_file
-from mtms_jax.errors import UserError
-from mtms_jax.data.logs import read
+from mtms_jax.data.logs import read, schema_file
 from mtms_jax.data.logs.schema_file import LogSchema
+from mtms_jax.errors import UserError
 
 MANIFEST = "manifest.json"
 _TMP = ".tmp-"

@@ -14,9 +14,9 @@ import pytest
 
 from experiments import common
 from mtms_jax import config_checks, models
-from mtms_jax.runs import compare
 from mtms_jax.data import logs
 from mtms_jax.errors import UserError
+from mtms_jax.runs import compare
 from mtms_jax.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[3]

@@ -8,9 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mtms_jax.data.logs import schema_file
 from mtms_jax.data import logs
-from mtms_jax.data.logs import prepare, read
+from mtms_jax.data.logs import prepare, read, schema_file
 from mtms_jax.errors import UserError
 
 HEADER = "clk,buy,user,ad,price,channel\n"
