@@ -5,7 +5,7 @@ r"""Training throughput of the peer library torch-rechub on mtms_jax's bench wor
   /tmp/peer/bin/python benchmarks/peer_torch_rechub.py --models esmm,mmoe,ple,shared_bottom
 
 The workload is the one of `python -m benchmarks.bench`, from the same generator
-(`mtms_jax.bench_workload`, which needs no jax: this venv has none; the script puts the
+(`mtms_jax/data/zipf.py`, which needs no jax: this venv has none; the script puts the
 repository on sys.path to import it). 1,000,000 rows, 2 scenes (60/40),
 20 sparse fields of 100,000 Zipf(1.1) ids behind a random permutation, clicks about 4%,
 conversions about 5% of clicks. The scene is one more sparse feature (2 ids), as a joint
