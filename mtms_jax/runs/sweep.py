@@ -41,7 +41,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mtms_jax import config_checks, errors, orbax_errors, rundir, runs, tasks
+from mtms_jax import cli, config_checks, errors, orbax_errors, rundir, runs, tasks
 from mtms_jax.data import logs
 from mtms_jax.errors import UserError
 from mtms_jax.report import markdown, plots
@@ -312,4 +312,4 @@ if __name__ == "__main__":
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Sweep folder: a subfolder per point, and the table.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
