@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run on the CPU; nothing here needs an accelerator."""
 
 import atexit
+import importlib
 import os
 import pathlib
 import shutil
@@ -25,7 +26,6 @@ import pytest  # noqa: E402
 
 from experiments import add_scene as add_scene_experiment  # noqa: E402
 from experiments import common  # noqa: E402
-from experiments import star as star_experiment  # noqa: E402
 from mtms_jax import runs  # noqa: E402
 from mtms_jax.data import synthetic  # noqa: E402
 from mtms_jax.train import trainer  # noqa: E402
@@ -59,9 +59,16 @@ def added_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def star_run(tmp_path_factory):
-  """experiments/star.py on its smoke shrink (9 steps, saves at 4, 8, 9), trained once: shared
-  by tests/models/test_star.py, the star case of test_experiments.py and test_parallel.py
-  (read-only). Returns (workdir, results)."""
-  workdir = tmp_path_factory.mktemp("star_run")
-  return workdir, runs.run(star_experiment.get_config("smoke"), str(workdir))
+def experiment_runs(tmp_path_factory):
+  """name -> (workdir, results) of experiments/<name>.py on its smoke shrink, trained once a
+  session when first asked for: shared (read-only) by the model's tests, the experiment's
+  case of test_experiments.py and test_parallel.py's comparison with one device."""
+  trained = {}
+
+  def run(name):
+    if name not in trained:
+      workdir = tmp_path_factory.mktemp(f"{name}_run")
+      config = importlib.import_module(f"experiments.{name}").get_config("smoke")
+      trained[name] = workdir, runs.run(config, str(workdir))
+    return trained[name]
+  return run

@@ -124,8 +124,8 @@ def test_a_scenes_parameters_move_only_with_its_rows(tiny_data):
   np.testing.assert_allclose(after["statistics/var"][0], 0.99 + 0.01 * x.var(0), rtol=1e-5)
 
 
-def test_a_trained_run_exports_and_scores_as_the_trainer_predicts(star_run, tmp_path):
-  workdir, results = star_run
+def test_a_trained_run_exports_and_scores_as_the_trainer_predicts(experiment_runs, tmp_path):
+  workdir, results = experiment_runs("star")
   assert np.isfinite([results[f"test/all/{t}/auc"] for t in ("ctr", "cvr", "ctcvr")]).all()
   config, schema = export.load_run(str(workdir))
   model = models.get_model(schema, config.model)
