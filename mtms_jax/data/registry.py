@@ -35,20 +35,30 @@ def load(name: str, **kwargs: Any) -> Dataset:
 
 def loader(name: str) -> Callable[..., Dataset]:
   """The `load` function of data set `name`; UserError if `mtms_jax.data` has no such
-  module (config.data.name)."""
-  if _NAME_RE.fullmatch(name) and name != "registry":
-    try:
-      return importlib.import_module(f"mtms_jax.data.{name}").load
-    except ModuleNotFoundError as e:
-      if e.name != f"mtms_jax.data.{name}":
-        raise  # the module exists but one of its own imports failed
-  raise UserError(f"unknown data set {name!r} (config.data.name); known: {names()}")
+  module with a `load` (config.data.name)."""
+  load = _load_function(name)
+  if load is None:
+    raise UserError(f"unknown data set {name!r} (config.data.name); known: {names()}")
+  return load
 
 
 def names() -> list[str]:
-  """The data set modules of `mtms_jax.data` (those without a leading underscore)."""
+  """The data sets: the modules of `mtms_jax.data` without a leading underscore that have a
+  `load` (the pipeline, checks and statistics beside them are not data sets)."""
   return sorted(m.name for m in pkgutil.iter_modules(mtms_jax.data.__path__)
-                if _NAME_RE.fullmatch(m.name) and m.name != "registry")
+                if _load_function(m.name) is not None)
+
+
+def _load_function(name: str) -> Callable[..., Dataset] | None:
+  if not _NAME_RE.fullmatch(name) or name == "registry":
+    return None
+  try:
+    module = importlib.import_module(f"mtms_jax.data.{name}")
+  except ModuleNotFoundError as e:
+    if e.name != f"mtms_jax.data.{name}":
+      raise  # the module exists but one of its own imports failed
+    return None
+  return getattr(module, "load", None)
 
 
 # Data

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mtms_jax.data import aliccp, aliexpress, census, movielens, registry
+from mtms_jax.errors import UserError
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DTYPES = {"ids": np.int32, "dense": np.float32, "scene": np.int32, "click": np.float32,
@@ -335,8 +336,11 @@ def test_missing_data_says_where_to_get_it(tmp_path, name, where):
 
 def test_registry():
   assert {"aliccp", "aliexpress", "census", "movielens"} <= set(registry.names())
+  assert not {"pipeline", "checks", "describe", "fingerprint"} & set(registry.names())
   with pytest.raises(ValueError, match="unknown data set 'nope'"):
     registry.load("nope")
+  with pytest.raises(UserError, match="unknown data set 'describe'"):   # a module, no load
+    registry.load("describe")
   path = shared("ali_ccp", "torch_rechub_sample", "ali_ccp_val_sample.csv")
   np.testing.assert_array_equal(registry.load("aliccp", path=path).columns["ids"],
                                 aliccp.load(path).columns["ids"])
