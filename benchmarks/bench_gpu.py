@@ -9,8 +9,9 @@ phases with scene_route 'ragged' (the grouped matmul of GPUs), then MTMS's phase
 'xla', one process a model, and writes one JSON (`--out`) and a markdown table (`--table`):
 steps examples/s (end to end) per model, route and batch. The runs share `--budget_s`
 seconds: a run that would start after it is reported as not run, and a model's process is
-killed after `--run_timeout_s`, so the whole script ends at most that much after the budget. On the CPU it refuses to
-run unless `--cpu` is given (the tests run a tiny plan that way).
+killed after `--run_timeout_s`, so the whole script ends at most that much after the
+budget. On the CPU it refuses to run unless `--cpu` is given (the tests run a tiny plan that
+way).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-r"""Quality at defaults: MTMS and every joint model (ESMM, MMoE, PLE, Shared-Bottom, STAR, ...:
-experiments/common.JOINT_MODELS) on held-out rows of the benchmark's workload, whose true probabilities are known (mtms_jax/runs/quality.py).
+r"""Quality at defaults: MTMS and every joint model (ESMM, MMoE, PLE, Shared-Bottom, STAR,
+...: experiments/common.JOINT_MODELS) on held-out rows of the benchmark's workload, whose true
+probabilities are known (mtms_jax/runs/quality.py).
 
   make quality                     # 3 seeds at defaults, plus 1/2/3-epoch curves: 30 min (2 cores)
   make quality ARGS="--config.compare.seeds=1"

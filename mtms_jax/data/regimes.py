@@ -86,7 +86,9 @@ def load(num_scenes: int = 2,
   ctr_logit, cvr_logit = _logits(world, rows, ad_bias[rows["day"], rows["ad"]], alpha,
                                  cvr_strength)
   p_ctr = special.expit(ctr_logit + synthetic.bias_for_rate(ctr_logit, click_rate))
-  p_cvr = special.expit(cvr_logit + synthetic.bias_for_rate(cvr_logit, conversion_rate, weights=p_ctr))
+  # conversion_rate is p(conversion | click): the rate over rows weighted by p(click).
+  p_cvr = special.expit(cvr_logit + synthetic.bias_for_rate(cvr_logit, conversion_rate,
+                                                            weights=p_ctr))
   return synthetic.labelled_rows(rng, rows, world, p_ctr, p_cvr, num_scenes, num_contexts,
                                  embedding_dim, name="regimes")
 
