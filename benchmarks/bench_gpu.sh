@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench-gpu: on a machine with an NVIDIA GPU, .venv-gpu with requirements.lock and the
 # CUDA build of the same jax (jax[cuda13] where the driver is 580 or newer, else
-# jax[cuda12]), then benchmarks/bench_gpu.py at batch 2048, 16384 and 65536. Within 8
+# jax[cuda12]), its CUDA wheels pinned by benchmarks/requirements-<cuda>.lock, then
+# benchmarks/bench_gpu.py at batch 2048, 16384 and 65536. Within 8
 # minutes: the install gets 150 s, the runs what is left less 90 s (a model run is killed
 # after 60 s), and an install that overruns stops the script.
 set -euo pipefail
@@ -25,7 +26,8 @@ start=$SECONDS
 install_s=$((TOTAL_S - RUNS_S - 30))
 timeout "$install_s" bash -c "
   test -x $VENV/bin/python || $PYTHON -m venv $VENV
-  $VENV/bin/pip install -q --disable-pip-version-check -r requirements.lock 'jax[$cuda]==$jax_version'
+  $VENV/bin/pip install -q --disable-pip-version-check -r requirements.lock \
+      -r benchmarks/requirements-$cuda.lock 'jax[$cuda]==$jax_version'
   $VENV/bin/pip install -q --disable-pip-version-check --no-deps -e .
 " || { echo "make bench-gpu: the install did not finish within $install_s s" >&2; exit 1; }
 echo "bench-gpu: installed in $((SECONDS - start)) s"

@@ -48,10 +48,12 @@ def cache_path() -> pathlib.Path:
 
 
 def cache_key(shapes: str, candidates: Sequence[str]) -> str:
-  """The machine, backend and versions, the native kernels' build (native or AVX2 code),
-  the layer's shapes and the candidates."""
+  """The machine, backend and versions, XLA's flags (--xla_cpu_max_isa=AVX2 makes XLA's
+  code that of an AVX2-only CPU), the native kernels' build (native or AVX2 code), the
+  layer's shapes and the candidates."""
   return " | ".join([machine.cpu_model(), "+".join(machine.vector_extensions()),
-                     machine.accelerator(), f"jax {jax.__version__}",
+                     machine.accelerator(), f"XLA_FLAGS {os.environ.get('XLA_FLAGS', '')}",
+                     f"jax {jax.__version__}",
                      f"jaxlib {jaxlib.__version__}", f"kernels {kernels.loaded_library().name}",
                      shapes, ",".join(candidates)])
 

@@ -52,3 +52,15 @@ def test_make_bench_gpu_stops_at_once_without_a_gpu():
   assert done.returncode == 2 and done.stdout == ""
   assert done.stderr.strip().splitlines() == [
       "make bench-gpu: no NVIDIA GPU here (nvidia-smi finds none); nothing run"]
+
+
+@pytest.mark.parametrize("cuda", ["cuda12", "cuda13"])
+def test_the_cuda_lock_pins_the_plugins_of_requirements_locks_jax(cuda):
+  def pins(path):
+    lines = (line.split("#")[0].strip() for line in (REPO / path).read_text().splitlines())
+    return dict(line.split("==") for line in lines if line)
+  jax_version = pins("requirements.lock")["jax"]
+  cuda_pins = pins(f"benchmarks/requirements-{cuda}.lock")
+  assert cuda_pins[f"jax-{cuda}-plugin"] == cuda_pins[f"jax-{cuda}-pjrt"] == jax_version
+  assert not set(cuda_pins) & set(pins("requirements.lock"))   # one pin per package
+  assert "-r benchmarks/requirements-$cuda.lock" in (REPO / "benchmarks/bench_gpu.sh").read_text()

@@ -90,3 +90,12 @@ def test_a_lead_within_the_margin_keeps_the_rule_of_thumbs_route():
   assert routes.pick({"kernel": 1.0, "all": 0.95, "grouped": 0.99}, "kernel") == "kernel"
   assert routes.pick({"kernel": 1.0, "all": 0.8, "grouped": 0.85}, "kernel") == "all"
   assert routes.pick({"kernel": 0.5, "all": 1.0}, "all") == "kernel"
+
+
+def test_the_cache_key_tells_xla_flags_apart(monkeypatch):
+  # --xla_cpu_max_isa=AVX2 makes XLA compile as for an AVX2-only CPU: a choice measured
+  # without it must not be read back with it.
+  monkeypatch.setenv("XLA_FLAGS", "")
+  plain = routes.cache_key("2 scenes x [40, 32, 1], batch 1024", ("all", "grouped"))
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
+  assert routes.cache_key("2 scenes x [40, 32, 1], batch 1024", ("all", "grouped")) != plain
