@@ -22,8 +22,8 @@ width, K scene representation width, T tasks.
 
 Each example is multiplied by every scene's generated kernel and keeps its own (one matmul
 of S * J columns): S times the FLOPs of one layer, cheap for the few scenes of our data
-sets; the attention's meta layer is H wide, so its FLOPs are E * 2H * S * H an example and
-task.
+sets. The attention's pairs [e_i, task_t] have task_t's half constant, folded into a
+per-scene bias, so its FLOPs are E * H * S * H an example and task, not E * 2H * S * H.
 
 config.model: num_experts (reference 8), expert_hidden (widths of each expert, reference
 (16,)), scene_dim (K, reference 8), tower_layers (meta layers of each tower, reference 1),
@@ -45,25 +45,34 @@ from mtms_jax.models.layers import MLP, Dense
 
 class MetaDense(nn.Module):
   """A dense layer whose kernel and bias the meta unit generates from each scene's
-  representation: h (B, N, I), scene_repr (S, K), select (B, S) one-hot -> (B, N, J).
+  representation: [h, constant] (B, N, I + C), scene_repr (S, K), select (B, S) one-hot
+  -> (B, N, J).
 
-  The generators' init scales the generated kernel to about lecun's variance, 1 / I, for a
-  representation of unit mean square. The generated weights are sown as intermediates
-  ('kernel' (S, I, J), 'bias' (S, J)) for inspection.
+  constant (C,), the same for every example (the attention's task vector), is optional: its
+  rows of each scene's kernel give a per-scene vector that joins the bias, so the batch
+  multiplies only the I rows of h rather than a broadcast copy of the constant.
+
+  The generators' init scales the generated kernel to about lecun's variance, 1 / (I + C),
+  for a representation of unit mean square. The generated weights are sown as intermediates
+  ('kernel' (S, I + C, J), 'bias' (S, J)) for inspection.
   """
   features: int
 
   @nn.compact
-  def __call__(self, h: jax.Array, scene_repr: jax.Array, select: jax.Array) -> jax.Array:
-    (batch, n, fan_in), num_scenes, fan_out = h.shape, scene_repr.shape[0], self.features
+  def __call__(self, h: jax.Array, scene_repr: jax.Array, select: jax.Array,
+               constant: jax.Array | None = None) -> jax.Array:
+    (batch, n, width), num_scenes, fan_out = h.shape, scene_repr.shape[0], self.features
+    fan_in = width + (0 if constant is None else constant.shape[0])
     init = nn.initializers.variance_scaling(1.0 / fan_in, "fan_in", "normal")
     kernel = nn.Dense(fan_in * fan_out, kernel_init=init, name="kernel_generator")(scene_repr)
     bias = nn.Dense(fan_out, name="bias_generator")(scene_repr)
     kernel = kernel.reshape(num_scenes, fan_in, fan_out)
     self.sow("intermediates", "kernel", kernel)
     self.sow("intermediates", "bias", bias)
-    y = layers.matmul(h.reshape(batch * n, fan_in),
-                      kernel.transpose(1, 0, 2).reshape(fan_in, num_scenes * fan_out))
+    if constant is not None:
+      bias = bias + jnp.einsum("c,scj->sj", constant, kernel[:, width:])
+    y = layers.matmul(h.reshape(batch * n, width),
+                      kernel[:, :width].transpose(1, 0, 2).reshape(width, num_scenes * fan_out))
     y = y.reshape(batch, n, num_scenes, fan_out) + bias
     # A multiply and a sum: as an einsum, XLA:CPU runs B tiny batched dots.
     return jnp.sum(y * select[:, None, :, None], axis=2)
@@ -90,8 +99,8 @@ class Network(nn.Module):
     logits = []
     for task in self.tasks:
       task_repr = self.param(f"{task}_repr", nn.initializers.normal(1.0), (width,))
-      pairs = jnp.concatenate([experts, jnp.broadcast_to(task_repr, experts.shape)], axis=-1)
-      scores = nn.relu(MetaDense(width, name=f"{task}_attention")(pairs, scene_repr, select))
+      scores = nn.relu(MetaDense(width, name=f"{task}_attention")(
+          experts, scene_repr, select, constant=task_repr))                     # of [e_i, task]
       v = self.param(f"{task}_attention_v", nn.initializers.lecun_normal(), (width, 1))
       alpha = nn.softmax((scores @ v)[..., 0], axis=-1)                          # (B, E)
       h = jnp.sum(alpha[..., None] * experts, axis=1, keepdims=True)            # r_t
