@@ -1,6 +1,10 @@
 """Day by day: the paper's time slots (Sec. IV "Training and Testing").
 
 Day T trains on days [T - window, T - 1] starting from day T-1's run, and tests on day T.
+A validation day of its own (`config.validation.day`, set by a schema file's `valid` files:
+train, valid, test are days 0, 1, 2) is neither: it scores every day's run for early
+stopping and is skipped where training and test days are counted, so on such logs test day
+2 with window 1 trains on day 0.
 """
 
 from __future__ import annotations
@@ -16,34 +20,50 @@ from mtms_jax.train import trainer
 
 def check(config: ml_collections.ConfigDict) -> None:
   """Raises UserError naming the `daily` field that is wrong: every day T needs `window`
-  training days before it, from day 0 on."""
-  daily = config.daily
+  training days before it, from day 0 on (the validation day not counted), and some test day
+  must not be the validation day."""
+  daily, val_day = config.daily, config.validation.day
   errors.expect(daily.window >= 1, "config.daily.window", daily.window, ">= 1")
-  errors.expect(daily.first_test_day >= daily.window, "config.daily.first_test_day",
+  skipped = 1 if 0 <= val_day < daily.first_test_day else 0
+  errors.expect(daily.first_test_day - skipped >= daily.window, "config.daily.first_test_day",
                 daily.first_test_day, f">= config.daily.window={daily.window} (its training "
-                "days come before it, from day 0)")
+                "days come before it, from day 0" + (f", and validation day {val_day} is not "
+                                                     "one)" if skipped else ")"))
   errors.expect(daily.last_test_day >= daily.first_test_day, "config.daily.last_test_day",
                 daily.last_test_day, f">= config.daily.first_test_day={daily.first_test_day}")
+  errors.expect(test_days(config), "config.daily.last_test_day", daily.last_test_day,
+                f"a test day other than validation day {val_day}")
+
+
+def test_days(config: ml_collections.ConfigDict) -> list[int]:
+  """daily.first_test_day..last_test_day without the validation day."""
+  days = range(config.daily.first_test_day, config.daily.last_test_day + 1)
+  return [day for day in days if day != config.validation.day]
+
+
+def training_days(config: ml_collections.ConfigDict, test_day: int) -> tuple[int, ...]:
+  """The `daily.window` days before `test_day` that are not the validation day."""
+  before = [day for day in range(test_day) if day != config.validation.day]
+  return tuple(before[-config.daily.window:])
 
 
 # Day by day (the paper's time slots, Sec. IV "Training and Testing")
 def day_configs(config: ml_collections.ConfigDict, workdir: str
                 ) -> list[tuple[int, str, ml_collections.ConfigDict]]:
-  """(test day T, its workdir, its config) for each T in daily.first_test_day..last_test_day.
+  """(test day T, its workdir, its config) for each of `test_days`.
 
-  Day T trains on days [T - window, T - 1] and tests on T. Its init_from is day T-1's run
+  Day T trains on its `training_days` and tests on T. Its init_from is day T-1's run
   (the first day's is config.init_from), so with init_load=('embedding',) day T starts from
   day T-1's embeddings and a fresh ranking network.
   """
   check(config)
-  daily = config.daily
   base = config.to_dict()
   del base["daily"]
   runs, init_from = [], config.init_from
-  for day in range(daily.first_test_day, daily.last_test_day + 1):
+  for day in test_days(config):
     day_workdir = os.path.join(workdir, f"day{day}")
     day_config = ml_collections.ConfigDict({
-        **base, "train_days": tuple(range(day - daily.window, day)), "test_day": day,
+        **base, "train_days": training_days(config, day), "test_day": day,
         "init_from": init_from})
     runs.append((day, day_workdir, day_config))
     init_from = day_workdir

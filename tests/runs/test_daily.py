@@ -12,6 +12,7 @@ from experiments import common, daily
 from mtms_jax import checkpoint, models, runs
 from mtms_jax.data import registry
 from mtms_jax.train import loop
+from tests.data.logs.test_logs import schema_config, write_logs
 
 pytestmark = pytest.mark.filterwarnings("ignore:Sharding info not provided")
 
@@ -108,3 +109,15 @@ def test_day_by_day_run_warm_starts_each_day_from_the_day_before(tmp_path):
   mtime = (day3 / "results.json").stat().st_mtime_ns
   assert runs.run(config, str(tmp_path)) == results
   assert (day3 / "results.json").stat().st_mtime_ns == mtime
+
+
+def test_a_schema_files_validation_day_is_neither_a_training_nor_a_test_day(tmp_path):
+  # train, valid, test files are days 0, 1, 2: day 2 trains on day 0 and stops early on day 1.
+  config = daily.get_config("smoke")
+  config.daily.update(first_test_day=1, last_test_day=2, window=1)
+  config = schema_config(config, write_logs(tmp_path))
+  results = runs.run(config, str(tmp_path / "daily"))
+  assert not (tmp_path / "daily" / "day1").exists()
+  day2 = json.loads((tmp_path / "daily" / "day2" / "config.json").read_text())
+  assert (day2["train_days"], day2["test_day"], day2["validation"]["day"]) == ([0], 2, 1)
+  assert results["day2/val/all/ctr/count"] == 300 and "day2/test/all/ctr/auc" in results
