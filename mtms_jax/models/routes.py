@@ -121,7 +121,9 @@ def fastest(shapes: str, candidates: Sequence[str], preferred: str,
     route, how = cached["route"], f"cached in {cache_path()}"
   else:
     start, taken = time.perf_counter(), dict(TAKEN)
-    with jax.ensure_compile_time_eval():     # run now, even inside the step's trace
+    # Run now, even inside the step's trace; the timed programs put their random inputs on
+    # the device, which the train loop's transfer guard (train/loop.py) would refuse.
+    with jax.ensure_compile_time_eval(), jax.transfer_guard("allow"):
       seconds = time_candidates({r: program(r) for r in candidates})
     TAKEN.clear()                            # the timed programs' layers took no route
     TAKEN.update(taken)

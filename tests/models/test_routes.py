@@ -21,11 +21,15 @@ def cache(tmp_path, monkeypatch):
 
 
 def _apply(route="auto", batch=BATCH):
+  """The layer traced and run as the train loop runs its step: inputs on the device, host
+  to device transfers refused (train/loop.py), which the measurement must not trip."""
   mlp = layers.SceneMLP(2, WIDTHS[1:], route=route)
   x = np.ones((batch, WIDTHS[0]), np.float32)
   scene = np.arange(batch, dtype=np.int32) % 2
   params = mlp.init(jax.random.key(0), x[:1], scene[:1])
-  return jax.jit(mlp.apply)(params, x, scene)
+  x, scene = jax.device_put((x, scene))
+  with jax.transfer_guard("disallow"):
+    return jax.jit(mlp.apply)(params, x, scene)
 
 
 def _taken():
