@@ -1,10 +1,29 @@
-r"""MTMS against ESMM and MMoE on one regime of the regime generator (mtms_jax/data/regimes.py).
+r"""Where MTMS wins: the regime map, or MTMS against the other models on one regime
+(mtms_jax/data/regimes.py; docs/REGIMES.md).
 
-  make experiment NAME=regimes ARG=distinct RUN=distinct   # checkpoints/regimes/distinct; or:
-  .venv/bin/python -m mtms_jax.main --config experiments/regimes.py:distinct \
-      --workdir checkpoints/regimes_distinct
+  make experiment NAME=regimes                    # the map: checkpoints/regimes/
+  make experiment NAME=regimes ARG=distinct RUN=distinct   # one regime: checkpoints/regimes/distinct
 
-Regimes (config args, one at most; none: the generator's defaults, scene similarity 0.5):
+The map (no regime arg; mtms_jax/runs/regime_map.py): scene similarity {0, 0.5, 1} x
+conversions {sparse, rich} x {2, 10} scenes, plus 100 scenes of long-tailed (Zipf) sizes,
+each cell MTMS against ESMM, MMoE, PLE, Shared-Bottom, STAR, PEPNet and M2M (every model at
+its defaults, 3 seeds), on the paper's protocol: a hot start (the embeddings pre-trained on
+HISTORY_DAYS history days), then the last 3 days trained in order, the next day tested.
+Writes regime_map.md / .csv / regime_map_<task>.png (MTMS minus the best other model, with
+DeLong's and the seeds test) and places MovieLens-100K (age scenes) beside the cells by its
+measured statistics. Sized to about an hour on the 2-core CPU (README, When does MTMS win?).
+
+What a cell's knobs are:
+  similarity s   the scenes' label effects correlate by s (scene_similarity), and their ids
+                 are distributed differently as they differ (id_shift 1 - s, a share
+                 0.5 + 0.5 s of the ids seen in every scene): s = 1 is one scene's data split
+                 in parts; s = 0 the paper's scenes of differently distributed features.
+  sparse, rich   2% of clicks convert and the ids say little about conversion
+                 (cvr_strength 0.5), or 40% convert, strongly id-driven (cvr_strength 2):
+                 the paper's sparse and rich conversion data (Sec. III-B).
+
+One regime (a config arg, one at most), 2 scenes of 4 days x 100k rows, 3 seeds, MTMS, ESMM
+and MMoE:
   similar         the scenes' label effects identical (scene_similarity 1)
   distinct        unrelated label effects, ids popular differently per scene, half the ids
                   seen in one scene only (scene_similarity 0, id_shift 1, id_overlap 0.5)
@@ -15,10 +34,12 @@ Regimes (config args, one at most; none: the generator's defaults, scene similar
                   them (schedule.history_days), then trains on the window's first 3 days in
                   order (day T starts from day T-1's state) and tests on its last
   movielens_like  the statistics of MovieLens-100K with age scenes (docs/REGIMES.md)
-Add 'smoke' for a seconds-long run. 2 scenes of 4 days x 100k rows otherwise, 3 seeds, every
-model at its defaults; reports all scenes together, with DeLong's and the seeds test against
-ESMM. A run of one regime takes about 3 models x 3 seeds x a few minutes on the 2-core CPU.
+Add 'smoke' for a seconds-long run (the map's smoke: 2 cells, MTMS and ESMM).
 """
+
+import os
+
+import ml_collections
 
 from experiments import common, quality
 
@@ -37,11 +58,104 @@ REGIMES = {
                        "conversion_rate": 0.38, "cvr_strength": 2.0},
 }
 
+# The map's axes (module docstring).
+SIMILARITIES = (0.0, 0.5, 1.0)
+CONVERSIONS = {"sparse": REGIMES["sparse_cvr"], "rich": REGIMES["rich_cvr"]}
+SCENE_COUNTS = (2, 10)
+MANY_SCENES = 100
+HISTORY_DAYS = 3
+# Sized so that the map's 13 cells x 8 models x 3 seeds fit about an hour on 2 cores.
+MAP_DATA = {"rows_per_day": 40_000, "num_days": 4, "history_days": HISTORY_DAYS,
+            "embedding_dim": 16, "seed": 0}
+
+
+def similarity_kwargs(s):
+  return {"scene_similarity": s, "id_shift": 1.0 - s, "id_overlap": 0.5 + 0.5 * s}
+
+
+def map_cells():
+  """{name: cell} of the map: the grid, then the 100-scene cell (similarity 0.5, rich).
+  Names say the similarity in tenths (sim05: 0.5): config keys hold no dots."""
+  cells = {}
+  for conversions, conversion_kwargs in CONVERSIONS.items():
+    for scenes in SCENE_COUNTS:
+      for s in SIMILARITIES:
+        cells[f"{conversions}_{scenes}scenes_sim{round(10 * s):02d}"] = {
+            "row": f"{conversions}, {scenes} scenes", "column": f"similarity {s:g}",
+            "kwargs": {"num_scenes": scenes, **similarity_kwargs(s), **conversion_kwargs}}
+  cells[f"rich_{MANY_SCENES}scenes_sim05"] = {
+      "row": f"rich, {MANY_SCENES} scenes (Zipf)", "column": "similarity 0.5",
+      "kwargs": {"num_scenes": MANY_SCENES, **similarity_kwargs(0.5), **CONVERSIONS["rich"]}}
+  return cells
+
 
 def rows(focus):
-  """make quality's rows (every row on every scene, at defaults), MTMS, ESMM and MMoE."""
-  return {name: row for name, row in quality.rows(focus).items()
-          if name in ("mtms", "esmm", "mmoe")}
+  """make quality's rows: MTMS and every joint model, on every scene, at defaults."""
+  return quality.rows(focus)
+
+
+def movielens_reference():
+  """MovieLens-100K (age scenes) as the map's reference data, if ../shared holds it."""
+  data = common.dataset("movielens")[0]["data"]
+  if not os.path.exists(data.kwargs.path):
+    return {}
+  return {"label": "MovieLens-100K (age scenes)", "data": data, "item_field": "item"}
+
+
+def hot_start(config, history):
+  """Days numbered from the first history day: the window is the last num_days days, the
+  last of them the test day. MTMS pre-trains its embeddings on the history days, then
+  alternates its phases on the window's days in order (paper Sec. IV); the joint models have
+  one phase and train on every day alike."""
+  last = history + config.data.kwargs["num_days"] - 1
+  config.train_days = tuple(range(last))
+  config.test_day = last
+  config.compare.rows.mtms.schedule.history_days = history
+  config.compare.rows.mtms.schedule.history_order = ("embedding",) if history else ()
+
+
+def map_config(smoke):
+  config = common.compare_config(
+      "smoke" if smoke else None, rows, baseline="mtms", tasks=("ctr", "cvr", "ctcvr"),
+      metrics=("auc",), layout="columns", seeds=3, scene="all",
+      title="Regime map: MTMS against the best other model")
+  config.data = common.synthetic_data()
+  config.data.name = "regimes"
+  config.data.kwargs = dict(MAP_DATA)
+  cells = map_cells()
+  order = tuple(cells)
+  if smoke:
+    config.data.kwargs.update(rows_per_day=2000, num_users=50, num_ads=20, history_days=1)
+    config.compare.order = ("mtms", "esmm")
+    order = ("sparse_2scenes_sim00", "rich_2scenes_sim10")
+  hot_start(config, config.data.kwargs["history_days"])
+  # Each phase reads its epochs of a day's rows, with no floor of steps (min_steps 200 would
+  # be 11 epochs of a map day): every model gets the same budget in epochs.
+  for row in config.compare.rows.values():
+    for phase in row.phases.values():
+      phase.min_steps = 0
+  config.regime_map = ml_collections.ConfigDict({
+      "cells": {name: cells[name] for name in order}, "order": order, "subject": "mtms",
+      "metric": "auc", "item_field": "ad", "reference": movielens_reference()})
+  return config
+
+
+def regime_config(regime, smoke):
+  config = common.compare_config(
+      "smoke" if smoke else None, lambda focus: {
+          name: row for name, row in rows(focus).items() if name in ("mtms", "esmm", "mmoe")},
+      baseline="esmm", tasks=("ctr", "cvr", "ctcvr"), metrics=("auc", "mae"),
+      layout="columns", seeds=3, scene="all",
+      title=f"Regime {regime}: MTMS, ESMM, MMoE on all scenes")
+  kwargs = {"rows_per_day": 100_000, "num_days": 4, "embedding_dim": 16, "seed": 0,
+            **REGIMES[regime]}
+  if smoke:
+    kwargs.update(rows_per_day=2000, num_users=50, num_ads=20)
+  config.data = common.synthetic_data()
+  config.data.name = "regimes"
+  config.data.kwargs = kwargs
+  hot_start(config, kwargs.get("history_days", 0))
+  return config
 
 
 def get_config(arg=None):
@@ -49,26 +163,6 @@ def get_config(arg=None):
   picked = sorted(flags & set(REGIMES))
   if len(picked) > 1:
     raise ValueError(f"config args name regimes {picked}; pick one")
-  regime = picked[0] if picked else "defaults"
-  config = common.compare_config(
-      "smoke" if "smoke" in flags else None, rows, baseline="esmm",
-      tasks=("ctr", "cvr", "ctcvr"), metrics=("auc", "mae"), layout="columns", seeds=3,
-      scene="all", title=f"Regime {regime}: MTMS, ESMM, MMoE on all scenes")
-  kwargs = {"rows_per_day": 100_000, "num_days": 4, "embedding_dim": 16, "seed": 0,
-            **REGIMES.get(regime, {})}
-  if "smoke" in flags:
-    kwargs.update(rows_per_day=2000, num_users=50, num_ads=20)
-  config.data = common.synthetic_data()
-  config.data.name = "regimes"
-  config.data.kwargs = kwargs
-  # Days are numbered from the first history day: the window is the last num_days days.
-  history = kwargs.get("history_days", 0)
-  last = history + kwargs["num_days"] - 1
-  config.train_days = tuple(range(last))
-  config.test_day = last
-  # The paper's protocol (Sec. IV): MTMS pre-trains its embeddings on the history days, then
-  # alternates embedding and ranking phases on the window's days in order. The joint models
-  # have one phase: they train on every day alike.
-  config.compare.rows.mtms.schedule.history_days = history
-  config.compare.rows.mtms.schedule.history_order = ("embedding",) if history else ()
-  return config
+  if picked:
+    return regime_config(picked[0], "smoke" in flags)
+  return map_config("smoke" in flags)

@@ -27,7 +27,7 @@ from mtms_jax import errors, losses, models, optim, parallel, tasks
 from mtms_jax.data import registry
 from mtms_jax.errors import UserError
 from mtms_jax.eval import metrics, validation
-from mtms_jax.runs import add_scene, compare, daily, replay
+from mtms_jax.runs import add_scene, compare, daily, regime_map, replay
 from mtms_jax.train import early_stopping, schedule
 
 # Keys whose values must be > 0, or >= 0, wherever they appear in a config.
@@ -36,7 +36,8 @@ POSITIVE = ("batch_size", "eval_batch_size", "every_steps", "log_every", "keep",
 NON_NEGATIVE = ("min_steps", "min_eval_steps", "patience", "min_delta")
 MODES = ("max", "min")       # of checkpoint.best_mode and sweep.mode
 # The sections of run kinds (mtms_jax.runs), each checked by its own module.
-SECTIONS = {"daily": daily.check, "add_scene": add_scene.check, "replay": replay.check}
+SECTIONS = {"daily": daily.check, "add_scene": add_scene.check, "replay": replay.check,
+            "regime_map": regime_map.check}
 
 
 def check(config: ml_collections.ConfigDict) -> None:

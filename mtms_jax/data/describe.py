@@ -1,7 +1,7 @@
 """How a data set's scenes differ: the statistics that place it in a regime (docs/REGIMES.md).
 
 `describe(data, item_field)` measures, from the labels alone (numpy, seconds):
-  - per scene: share of rows, click rate, conversions per click;
+  - per scene: share of rows, click rate, conversions per click (and both on all rows);
   - between scenes (every pair among the `max_scenes` largest): Jaccard overlap of the item
     sets seen, total-variation distance of item popularity, correlation of per-item click
     rates and of per-item conversions per click (items with enough rows in both scenes);
@@ -43,6 +43,8 @@ def describe(data: Dataset, item_field: str, max_scenes: int = 10, min_rows: int
       "scene_share": (per_scene_rows / len(data)).tolist(),
       "click_rate": _ratio(clicks.sum(axis=1), per_scene_rows).tolist(),
       "conversions_per_click": _ratio(conversions.sum(axis=1), clicks.sum(axis=1)).tolist(),
+      "all_click_rate": float(click.mean()),
+      "all_conversions_per_click": float(conversion.sum() / max(click.sum(), 1)),
       "item_jaccard": _mean_over(pairs, lambda i, j: _jaccard(rows[i] > 0, rows[j] > 0)),
       "item_popularity_tv": _mean_over(pairs, lambda i, j: 0.5 * np.abs(
           rows[i] / rows[i].sum() - rows[j] / rows[j].sum()).sum()),

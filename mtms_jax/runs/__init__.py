@@ -2,10 +2,11 @@
 
 Chosen by the config's sections (`run(config, workdir)`, what `python -m mtms_jax.main`
 calls): the kinds are tried in order, the first whose section the config has wins (a
-quality or replay config is a comparison config with one more section). Comparisons and
-sweeps run many training runs, each through `run_one`, which knows the kinds of one run only
-(the runs of a comparison keep its sections in their configs):
+regime map, quality or replay config is a comparison config with one more section).
+Comparisons and sweeps run many training runs, each through `run_one`, which knows the kinds
+of one run only (the runs of a comparison keep its sections in their configs):
 
+  regime_map a comparison per cell of a grid of data        runs/regime_map.py
   quality    every model at defaults against the oracle      runs/quality.py
   replay     auction replay of comparison runs               runs/replay.py
   compare    several models x seeds, one table               runs/compare.py
@@ -42,6 +43,7 @@ class Kind(NamedTuple):
 
 
 MANY_RUNS = (
+    Kind("regime_map", "mtms_jax.runs.regime_map", "run"),
     Kind("quality", "mtms_jax.runs.quality", "run"),
     Kind("replay", "mtms_jax.runs.replay", "run"),
     Kind("compare", "mtms_jax.runs.compare", "run"),
