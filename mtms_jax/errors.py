@@ -11,6 +11,7 @@ expected ...`, so that a value checked both by the config pass and by the module
 it (when called without `mtms_jax.main`, e.g. from a test) reads the same either way.
 """
 
+import contextlib
 import warnings
 from collections.abc import Collection
 
@@ -51,3 +52,16 @@ def one_line_notices() -> None:
       return f"warning: {message}\n"
     return default(message, category, filename, lineno, line)
   warnings.formatwarning = format_notice
+
+
+@contextlib.contextmanager
+def naming_file(path):
+  """Gives an OSError of the block that names no file `path`'s name: a full disk met by a
+  write or a close names none, and its one-line message (`cli.disk_full_message`) should
+  say where it was writing."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename is None:
+      e.filename = str(path)
+    raise

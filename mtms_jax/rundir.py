@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from mtms_jax import parallel
+from mtms_jax import errors, parallel
 from mtms_jax.errors import UserError
 
 # A training run (train/trainer.py), in the order it writes them.
@@ -130,7 +130,8 @@ def replacing(target: str, mode: str = "w"):
   temporary = target + ".tmp"
   try:
     # newline="": text as given ('\n'; the csv module's own '\r\n').
-    with open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as f:
+    with (errors.naming_file(temporary),
+          open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as f):
       yield f
     os.replace(temporary, target)
   finally:
@@ -204,8 +205,9 @@ class RunWriter:
     self.tb = SummaryWriter(path(workdir, TENSORBOARD))
 
   def write(self, step: int, scalars: dict, **info):
-    self.jsonl.write(json.dumps({"step": step, **info, **scalars}) + "\n")
-    self.jsonl.flush()
+    with errors.naming_file(self.jsonl.name):
+      self.jsonl.write(json.dumps({"step": step, **info, **scalars}) + "\n")
+      self.jsonl.flush()
     for k, v in scalars.items():
       if isinstance(v, (int, float)) and math.isfinite(v):
         self.tb.add_scalar(k, v, step)
@@ -214,7 +216,8 @@ class RunWriter:
     return self
 
   def __exit__(self, *exc_info):
-    self.jsonl.close()
+    with errors.naming_file(self.jsonl.name):
+      self.jsonl.close()
     self.tb.close()
 
 

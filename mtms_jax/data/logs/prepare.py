@@ -32,7 +32,7 @@ import tqdm
 
 from mtms_jax.data.logs import read, schema_file
 from mtms_jax.data.logs.schema_file import LogSchema
-from mtms_jax.errors import UserError
+from mtms_jax.errors import UserError, naming_file
 
 MANIFEST = "manifest.json"
 _TMP = ".tmp-"
@@ -57,7 +57,8 @@ def prepare(schema: LogSchema) -> dict:
   tmp = schema.cache.with_name(f"{schema.cache.name}{_TMP}{os.getpid()}")
   tmp.mkdir(parents=True)
   try:
-    manifest = _write(schema, tmp, sources)
+    with naming_file(tmp):       # a full disk met where no file is named (a close)
+      manifest = _write(schema, tmp, sources)
     _replace(tmp, schema.cache)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -122,7 +123,8 @@ def _write(schema: LogSchema, folder: Path, sources: list) -> dict:
       for path in schema.files[split]:
         for chunk in _convert_file(schema, path, day, state):
           for name, f in out.items():
-            chunk[name].tofile(f)
+            with naming_file(f.name):
+              chunk[name].tofile(f)
           progress.update(len(chunk["click"]))
   finally:
     progress.close()
