@@ -205,6 +205,19 @@ def test_days_come_from_the_day_column(tmp_path):
   assert json.loads((tmp_path / "d.cache" / "manifest.json").read_text())["scenes"] == ["all"]
 
 
+def test_files_by_split_and_a_day_column_are_one_too_many_ways_to_give_the_days(tmp_path,
+                                                                              capsys):
+  """Were both taken, the days would come from the column while the validation day stayed
+  the split's day 1 (issue 20's silently wrong days)."""
+  path = write(tmp_path, train=HEADER.replace("\n", ",day\n") + "1,1,3,a7,2.5,feed,0\n")
+  for split in ("valid", "test"):          # all with a day column: the old code took them
+    (tmp_path / f"{split}.csv").write_text((tmp_path / "train.csv").read_text())
+  path.write_text(path.read_text().replace("test: test.csv", "valid: valid.csv, test: test.csv")
+                  .replace("sparse:", "day: day\nsparse:"))
+  fails(path, capsys, "s.yaml: files gives the days by split", "day: day names a column",
+        "give one of the two")
+
+
 def test_one_file_with_a_test_fraction_holds_out_its_last_rows(tmp_path):
   pq.write_table(table(), tmp_path / "all.parquet")
   path = tmp_path / "f.yaml"
