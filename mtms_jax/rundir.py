@@ -32,6 +32,7 @@ import numpy as np
 from tensorboardX import SummaryWriter
 
 from mtms_jax import errors, parallel
+from mtms_jax.data import fingerprint
 from mtms_jax.errors import UserError
 
 # A training run (train/trainer.py), in the order it writes them.
@@ -174,7 +175,9 @@ def finished_results(workdir: str, config: ml_collections.ConfigDict,
   days of a day-by-day run): a run has finished when its results.json is there, which
   every run writes last, after training, with the other files the caller reads (`needs`,
   e.g. a comparison's test predictions). A folder that holds a run of another config (its
-  config.json) is an error: reusing or resuming it would mix two experiments.
+  config.json) is an error: reusing or resuming it would mix two experiments. So is a
+  finished run trained on other data than config.data's (its data_fingerprint.json, as a
+  resume checks it: `fingerprint.check`), unless config.allow_other_data.
   """
   current = comparable(json.loads(config.to_json_best_effort()))
   if os.path.exists(path(workdir, CONFIG)) and comparable(read_json(workdir, CONFIG)) != current:
@@ -182,6 +185,8 @@ def finished_results(workdir: str, config: ml_collections.ConfigDict,
                     "--workdir")
   if not all(os.path.exists(path(workdir, name)) for name in (RESULTS, *needs)):
     return None
+  fingerprint.check(path(workdir, DATA_FINGERPRINT), fingerprint.of_config(config.data),
+                    bool(config.get("allow_other_data")), "Reusing")
   return read_json(workdir, RESULTS)
 
 

@@ -90,7 +90,8 @@ def test_a_schema_file_trains_and_a_changed_schema_cannot_resume(tmp_path):
   assert "vocab_size" in proc.stderr.splitlines()[-1]
 
 
-def test_a_comparison_runs_on_a_schema_file(tmp_path):
+def test_a_comparison_runs_on_a_schema_file_and_reuses_its_runs_on_its_data_only(tmp_path,
+                                                                             monkeypatch):
   config = schema_config(
       __import__("experiments.table1", fromlist=["get_config"]).get_config("smoke"),
       write_logs(tmp_path))
@@ -99,6 +100,22 @@ def test_a_comparison_runs_on_a_schema_file(tmp_path):
   results = compare.run(config, str(tmp_path / "table1"))
   assert "mtms_loss/test/feed/cvr/auc_mean" in results
   assert (tmp_path / "table1" / "table.md").exists()
+
+  # Issue 20, case 2, for the runs a rerun reuses: the logs' test clicks flipped, the config
+  # as it was. Its finished runs were trained on other data: an error, not a reuse.
+  test_file = tmp_path / "logs" / "test.parquet"
+  table = pq.read_table(test_file)
+  click = 1 - table["clk"].to_numpy()
+  pq.write_table(table.set_column(0, "clk", pa.array(click))
+                 .set_column(1, "buy", pa.array(click * table["buy"].to_numpy())), test_file)
+  with pytest.raises(UserError, match=r"table1/ctr_cvr/seed0 was written with a different data "
+                                      r"\(columns\.click\.sha256: '[0-9a-f]+' -> '[0-9a-f]+'; "
+                                      r".*Reusing needs the same data: set "
+                                      r"--config\.allow_other_data=True"):
+    compare.run(config, str(tmp_path / "table1"))
+  monkeypatch.setattr(trainer, "train_and_evaluate", None)    # a reuse trains nothing
+  config.allow_other_data = True
+  assert compare.run(config, str(tmp_path / "table1")).keys() == results.keys()
 
 
 def test_bad_logs_stop_the_command_before_training(tmp_path):
