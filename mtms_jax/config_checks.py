@@ -101,7 +101,8 @@ def check_data(data: ml_collections.ConfigDict, where: str = "config.data") -> N
       kwargs = inspect.signature(load).bind(**(data.get("kwargs") or {}))
     except TypeError as e:
       raise UserError(f"{where}.kwargs: {e} (of mtms_jax.data.{data.name}.load)") from None
-    # A data set that checks its arguments' values (mtms_jax/data/regimes.py) does it here too.
+    # A data set that checks its arguments' values (mtms_jax/data/regimes.py), or that its
+    # files exist (the public data sets: data/_tabular.py's Source), does it here too.
     check_kwargs = getattr(inspect.getmodule(load), "check_kwargs", None)
     if check_kwargs:
       kwargs.apply_defaults()

@@ -62,6 +62,6 @@ def naming_file(path):
   try:
     yield
   except OSError as e:
-    if e.filename is None:
+    if e.filename is None and e.errno is not None:    # an error of the system, not a message
       e.filename = str(path)
     raise

@@ -1,6 +1,7 @@
 """The command lines' own mistakes (issue 20, case 8; mtms_jax/cli.py): one line on stderr,
 exit 2, no traceback, no run folder: a config file that does not exist, a key the config
-lacks, a value of the wrong type; in the training command and in the sweep's."""
+lacks, a value of the wrong type, a public data set's missing files (issue 20, case 4); in
+the training command and in the sweep's."""
 
 import errno
 import os
@@ -13,6 +14,7 @@ import pytest
 
 from experiments import sweep_demo
 from mtms_jax import cli, errors, rundir
+from mtms_jax.data import movielens
 from mtms_jax.runs import sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -31,6 +33,10 @@ SEED_TYPO = ("--config.seeed: the config has no key 'seeed' (did you mean \"seed
     ("mtms_jax.runs.sweep", "experiments/nonexist.py:smoke", [],
      "--config='experiments/nonexist.py': no such file"),
     ("mtms_jax.runs.sweep", "experiments/sweep_demo.py:smoke", ["--config.seeed=2"], SEED_TYPO),
+    ("mtms_jax.main", "experiments/table2.py:movielens", ["--config.data.kwargs.path=ml-100k"],
+     f"ml-100k ({REPO / 'ml-100k'}): no such file or folder. The MovieLens data are not part "
+     f"of this repository; get the public release from {movielens.SOURCE.where}, and give "
+     "its path as config.data.kwargs.path"),
 ])
 def test_a_command_line_mistake_is_one_line_and_exit_2(tmp_path, command, config, override,
                                                        message):
