@@ -58,8 +58,11 @@ REPLAY_MD, REPLAY_JSON = "replay.md", "replay.json"
 SWEEP_CSV, SWEEP_MD, SWEEP_PNG = "sweep.csv", "sweep.md", "sweep.png"
 
 
-# Config keys that say what a run may do, not what it is: left out when runs are compared.
-OVERRIDES = ("allow_other_data",)
+# Config keys that say what a run may do, not what it is, and the sections of the kinds that
+# run comparisons (runs.MANY_RUNS but compare) that say what they do with a comparison's runs
+# (which keep them in their configs), not how those train: left out when runs are compared.
+# So a rerun of `quality` with other curve_epochs reuses the comparison's finished runs.
+OVERRIDES = ("allow_other_data", "quality", "replay")
 _HELD: set[str] = set()         # the locks this process holds (a run kind's nested calls)
 
 
