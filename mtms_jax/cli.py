@@ -39,15 +39,12 @@ def parse_flags(argv: list[str]) -> list[str]:
 def unknown_key(error: AttributeError, argv: list[str]) -> str:
   """The message of config_flags' AttributeError for a `--config.key` the config lacks,
   naming the override; `error` itself when it is not one (a bug keeps its traceback)."""
-  text = str(error.args[0].args[0] if error.args and error.args[0].args else error)
-  key = re.match(r"'([^']+)'", text)
+  key, hint = errors.missing_config_key(error) or (None, "")
   overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")
-               and key and key[1] in a.split("=")[0].split(".")]
+               and key in a.split("=")[0].split(".")]
   if not overrides:
     raise error
-  hint = re.search(r'Did you mean "[^"]+" instead of "[^"]+"\?', text)
-  return (f"{overrides[0]}: the config has no key {key[1]!r}"
-          + (f" ({hint[0][0].lower()}{hint[0][1:]})" if hint else ""))
+  return f"{overrides[0]}: the config has no key {key!r}" + (f" ({hint})" if hint else "")
 
 
 def exit_user_error(message: str) -> None:

@@ -33,6 +33,10 @@ SEED_TYPO = ("--config.seeed: the config has no key 'seeed' (did you mean \"seed
     ("mtms_jax.runs.sweep", "experiments/nonexist.py:smoke", [],
      "--config='experiments/nonexist.py': no such file"),
     ("mtms_jax.runs.sweep", "experiments/sweep_demo.py:smoke", ["--config.seeed=2"], SEED_TYPO),
+    ("mtms_jax.main", "experiments/quickstart.py:smoke", ["--config.model.name=mmoe"],
+     "config.model.num_experts: missing; model 'mmoe' reads it. A model section holds every "
+     "field of its model: set the model with its whole section (experiments/common.py "
+     "JOINT_MODELS has each joint model's), not config.model.name alone"),
     ("mtms_jax.main", "experiments/table2.py:movielens", ["--config.data.kwargs.path=ml-100k"],
      f"ml-100k ({REPO / 'ml-100k'}): no such file or folder. The MovieLens data are not part "
      f"of this repository; get the public release from {movielens.SOURCE.where}, and give "
