@@ -83,6 +83,12 @@ def test_a_schema_file_trains_and_a_changed_schema_cannot_resume(tmp_path):
   saved = json.loads((tmp_path / "run" / "feature_schema.json").read_text())
   assert saved["scenes"] == ["feed", "search"]
   assert [f["vocab_size"] for f in saved["sparse"]] == [40, 64]
+  # Issue 20, case 2: a dense column's transform changed, the feature schema as it was.
+  path.write_text(SCHEMA.replace("transform: log1p", "transform: none"))
+  with pytest.raises(UserError, match=r"run was written with a different data \(columns\.dense"
+                                      r"\.sha256: .*; schema_file\.digest: "):
+    trainer.train_and_evaluate(schema_config(common.base_config("smoke"), path),
+                               str(tmp_path / "run"))
   path.write_text(SCHEMA.replace("vocab: 40", "vocab: 50"))
   proc = run_main(tmp_path / "run", f"--config.data.schema={path}")
   assert proc.returncode == 2, proc.stderr
