@@ -10,9 +10,10 @@ with a `replay` section too (experiments/replay.py) an auction replay (replay.py
 A mistake the user can fix (`errors.UserError`: a config value, checked by
 `config_checks.check` before any data is loaded; a data file, a schema file and the logs it
 names, checked before training), and a full disk wherever it is met (`cli.one_line_errors`),
-is printed as one line and exits with status 2; `--verbosity=1` shows its traceback too. So are the command line's own mistakes, caught by
-`cli.parse_flags` before anything runs: a config file that does not exist, a `--config.key` the
-config lacks, a value of the wrong type (`--config.seed=abc`), a missing `--workdir`.
+is printed as one line and exits with status 2; `--verbosity=1` shows its traceback too. So
+are the command line's own mistakes, caught by `cli.parse_flags` before anything runs: a
+config file that does not exist, a `--config.key` the config lacks, a value of the wrong
+type (`--config.seed=abc`), a missing `--workdir`.
 """
 
 import shlex

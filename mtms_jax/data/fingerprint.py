@@ -29,6 +29,7 @@ import copy
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import ml_collections
@@ -43,17 +44,18 @@ _COMPUTED: dict[tuple, dict] = {}       # `_key` of a data set -> its fingerprin
 def of(data: Dataset, data_config: ml_collections.ConfigDict) -> dict:
   """The fingerprint of `data`, loaded by `data_config` (registry.load_source); computed
   once a process per data set (module docstring)."""
-  key = _key(data_config)
-  if key not in _COMPUTED:
-    _COMPUTED[key] = _compute(data, data_config)
-  return copy.deepcopy(_COMPUTED[key])
+  return _once(data_config, lambda: data)
 
 
 def of_config(data_config: ml_collections.ConfigDict) -> dict:
   """The fingerprint of the data set `data_config` loads, loaded only if not computed yet."""
+  return _once(data_config, lambda: registry.load_source(data_config))
+
+
+def _once(data_config: ml_collections.ConfigDict, load: Callable[[], Dataset]) -> dict:
   key = _key(data_config)
   if key not in _COMPUTED:
-    _COMPUTED[key] = _compute(registry.load_source(data_config), data_config)
+    _COMPUTED[key] = _compute(load(), data_config)
   return copy.deepcopy(_COMPUTED[key])
 
 
