@@ -176,7 +176,8 @@ def run_sweep(config: ml_collections.ConfigDict, points: Sequence[Point], workdi
 
   Finished points (`rundir.finished_results`) are read back; a point's folder that holds a
   run of another config is an error before any point trains. A point that fails (e.g. a
-  loss turning NaN) is reported in the table and the sweep goes on; a full disk, and
+  loss turning NaN; a UserError, as one line: values the point's data cannot take) is
+  reported in the table and the sweep goes on; a full disk, and
   SIGTERM or SIGINT after the point saved a checkpoint, stop the whole sweep.
   """
   if not points:
@@ -213,7 +214,10 @@ def point_row(row: dict, results: dict | None, config: ml_collections.ConfigDict
   except Exception as e:
     if cli.disk_full_message(e) is not None:
       raise           # the next points would meet it too: the sweep stops, with one line
-    traceback.print_exc()
+    if isinstance(e, UserError):    # the point's data cannot take its values: one line
+      print(f"error: {row['point']}: {e}", file=sys.stderr)
+    else:
+      traceback.print_exc()
     return {**row, "status": f"failed: {type(e).__name__}: {e}"}
 
 
