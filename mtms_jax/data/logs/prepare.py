@@ -123,13 +123,16 @@ def _write(schema: LogSchema, folder: Path, sources: list) -> dict:
       for path in schema.files[split]:
         for chunk in _convert_file(schema, path, day, state):
           for name, f in out.items():
+            # Not ndarray.tofile: through C stdio, it loses a full disk's error on small
+            # writes (and reports big ones without errno ENOSPC); f.write raises it.
             with naming_file(f.name):
-              chunk[name].tofile(f)
+              f.write(np.ascontiguousarray(chunk[name]).data)
           progress.update(len(chunk["click"]))
   finally:
     progress.close()
     for f in out.values():
-      f.close()
+      with naming_file(f.name):
+        f.close()
   if state.orphans and schema.conversion_without_click == "error":
     raise UserError(f"{state.first_orphan}: conversion without a click, in {state.orphans} "
                     "rows in all; set `conversion_without_click: drop` in the schema to drop "

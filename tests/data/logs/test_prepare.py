@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mtms_jax import cli
 from mtms_jax.data import logs
 from mtms_jax.data.logs import prepare, read, schema_file
 from mtms_jax.errors import UserError
@@ -170,6 +171,18 @@ def test_a_failed_rebuild_keeps_the_old_cache_and_leaves_no_temporary_folder(tmp
     prepare.prepare(schema_file.load(path))
   assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("s.cache")) == ["s.cache"]
   assert prepare.read_manifest(tmp_path / "s.cache")["rows"] == 6
+
+
+def test_a_full_disk_while_preparing_names_the_file_and_leaves_no_temporary_folder(
+    tmp_path, monkeypatch):
+  path = write(tmp_path)
+  # Every cache column written to /dev/full, where a write fails as on a full disk.
+  monkeypatch.setattr(prepare, "open", lambda file, mode: open("/dev/full", mode),
+                      raising=False)
+  with pytest.raises(OSError) as full:
+    prepare.prepare(schema_file.load(path))
+  assert cli.disk_full_message(full.value).startswith("no space left on the disk of /dev/full")
+  assert not any(p.name.startswith("s.cache") for p in tmp_path.iterdir())
 
 
 def test_a_cache_of_another_schema_file_is_an_error(tmp_path):
