@@ -102,7 +102,8 @@ def check_data(data: ml_collections.ConfigDict, where: str = "config.data") -> N
       kwargs = inspect.signature(load).bind(**(data.get("kwargs") or {}))
     except TypeError as e:
       raise UserError(f"{where}.kwargs: {e} (of mtms_jax.data.{data.name}.load)") from None
-    # A data set that checks its arguments' values (mtms_jax/data/regimes.py) does it here too.
+    # A data set that checks its arguments' values (mtms_jax/data/regimes.py), or that its
+    # files exist (the public data sets: data/_tabular.py's Source), does it here too.
     check_kwargs = getattr(inspect.getmodule(load), "check_kwargs", None)
     if check_kwargs:
       kwargs.apply_defaults()
@@ -120,8 +121,7 @@ def check_scenes(key: str, scenes) -> None:
 def check_run(run: ml_collections.ConfigDict, where: str, init_load: tuple[str, ...],
               num_train_days: int) -> None:
   """The model, schedule and phases of one run (`where`: the key that holds them)."""
-  model = models.model_class(run.model.name, f"{where}.model.name")
-  model.check_config(run.model, f"{where}.model")
+  model = check_model(run.model, f"{where}.model")
   order = tuple(run.schedule.order)
   errors.expect(order, f"{where}.schedule.order", order, f"some of {list(model.phases)}")
   schedule.check(run.schedule, f"{where}.schedule", num_train_days)
@@ -134,6 +134,26 @@ def check_run(run: ml_collections.ConfigDict, where: str, init_load: tuple[str, 
   params = sorted({key for keys in model.phases.values() for key in keys})
   errors.expect(init_load and set(init_load) <= set(params), "config.init_load", init_load,
                 f"a non-empty subset of the params' top-level keys {params}")
+
+
+def check_model(model_config: ml_collections.ConfigDict, where: str):
+  """The Model class of `model_config`, whose fields it checks (its `check_config`); a field
+  it reads that the section lacks is a UserError naming it, for every model alike (e.g.
+  `--config.model.name=mmoe` on a config whose model section is MTMS's)."""
+  model = models.model_class(model_config.name, f"{where}.name")
+  try:
+    model.check_config(model_config, where)
+  except (KeyError, AttributeError) as e:
+    key, hint = errors.missing_config_key(e) or (None, "")
+    if key is None or key in model_config:
+      raise               # not a field of the section: a bug, with its traceback
+    hint = f" ({hint})" if hint else ""
+    raise UserError(
+        f"{where}.{key}: missing; model {model_config.name!r} reads it{hint}. A model section "
+        "holds every field of its model: set the model with its whole section "
+        f"(experiments/common.py JOINT_MODELS has each joint model's), not {where}.name "
+        "alone") from None
+  return model
 
 
 def check_phase(phase: ml_collections.ConfigDict, where: str, trains_tables: bool) -> None:

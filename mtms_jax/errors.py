@@ -11,6 +11,8 @@ expected ...`, so that a value checked both by the config pass and by the module
 it (when called without `mtms_jax.main`, e.g. from a test) reads the same either way.
 """
 
+import contextlib
+import re
 import warnings
 from collections.abc import Collection
 
@@ -51,3 +53,32 @@ def one_line_notices() -> None:
       return f"warning: {message}\n"
     return default(message, category, filename, lineno, line)
   warnings.formatwarning = format_notice
+
+
+@contextlib.contextmanager
+def naming_file(path):
+  """Gives an OSError of the block that names no file `path`'s name: a full disk met by a
+  write or a close names none, and its one-line message (`cli.disk_full_message`) should
+  say where it was writing."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename is None and e.errno is not None:    # an error of the system, not a message
+      e.filename = str(path)
+    raise
+
+
+def missing_config_key(error: Exception) -> tuple[str, str] | None:
+  """(key, hint) of the error a ConfigDict raises for a key it lacks (a KeyError, or for an
+  attribute an AttributeError around one): the key, and its `did you mean "x" instead of
+  "y"?` or ''; None for any other error."""
+  if isinstance(error, AttributeError) and error.args and isinstance(error.args[0], KeyError):
+    error = error.args[0]
+  if not isinstance(error, KeyError) or not error.args:
+    return None
+  text = str(error.args[0])
+  key = re.match(r"'([^']+)'", text)
+  if key is None:
+    return None
+  hint = re.search(r'Did you mean "[^"]+" instead of "[^"]+"\?', text)
+  return key[1], f"{hint[0][0].lower()}{hint[0][1:]}" if hint else ""

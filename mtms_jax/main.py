@@ -9,10 +9,11 @@ with a `quality` section too (experiments/quality.py) the quality benchmark (qua
 with a `replay` section too (experiments/replay.py) an auction replay (replay.py).
 A mistake the user can fix (`errors.UserError`: a config value, checked by
 `config_checks.check` before any data is loaded; a data file, a schema file and the logs it
-names, checked before training) is printed as one line and exits with status 2;
-`--verbosity=1` shows its traceback too. So are the command line's own mistakes, caught by
-`cli.parse_flags` before anything runs: a config file that does not exist, a `--config.key` the
-config lacks, a value of the wrong type (`--config.seed=abc`), a missing `--workdir`.
+names, checked before training), and a full disk wherever it is met (`cli.one_line_errors`),
+is printed as one line and exits with status 2; `--verbosity=1` shows its traceback too. So
+are the command line's own mistakes, caught by `cli.parse_flags` before anything runs: a
+config file that does not exist, a `--config.key` the config lacks, a value of the wrong
+type (`--config.seed=abc`), a missing `--workdir`.
 """
 
 import shlex
@@ -40,19 +41,16 @@ def main(argv):
     orbax_errors.drop_logged_errors()
   errors.one_line_notices()
   try:
-    config = _CONFIG.value
-    config_checks.check(config)
-    logs.configure(config)
-    parallel.initialize(config)
-    runs.run(config, _WORKDIR.value)
+    with cli.one_line_errors():
+      config = _CONFIG.value
+      config_checks.check(config)
+      logs.configure(config)
+      parallel.initialize(config)
+      runs.run(config, _WORKDIR.value)
   except loop.Interrupted as e:
     command = shlex.join([sys.executable, "-m", "mtms_jax.main"] + sys.argv[1:])
     print(f"\n{e}\nResume with:\n  {command}", file=sys.stderr)
     sys.exit(128 + e.signum)
-  except errors.UserError as e:
-    if flags.FLAGS["verbosity"].present:
-      raise
-    cli.exit_user_error(str(e))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ import ml_collections
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from mtms_jax import parallel
+from mtms_jax import errors, parallel
+from mtms_jax.data import fingerprint
 from mtms_jax.errors import UserError
 
 # A training run (train/trainer.py), in the order it writes them.
@@ -57,8 +58,11 @@ REPLAY_MD, REPLAY_JSON = "replay.md", "replay.json"
 SWEEP_CSV, SWEEP_MD, SWEEP_PNG = "sweep.csv", "sweep.md", "sweep.png"
 
 
-# Config keys that say what a run may do, not what it is: left out when runs are compared.
-OVERRIDES = ("allow_other_data",)
+# Config keys that say what a run may do, not what it is, and the sections of the kinds that
+# run comparisons (runs.MANY_RUNS but compare) that say what they do with a comparison's runs
+# (which keep them in their configs), not how those train: left out when runs are compared.
+# So a rerun of `quality` with other curve_epochs reuses the comparison's finished runs.
+OVERRIDES = ("allow_other_data", "quality", "replay")
 _HELD: set[str] = set()         # the locks this process holds (a run kind's nested calls)
 
 
@@ -130,7 +134,8 @@ def replacing(target: str, mode: str = "w"):
   temporary = target + ".tmp"
   try:
     # newline="": text as given ('\n'; the csv module's own '\r\n').
-    with open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as f:
+    with (errors.naming_file(temporary),
+          open(temporary, mode, **({} if "b" in mode else {"newline": ""})) as f):
       yield f
     os.replace(temporary, target)
   finally:
@@ -173,7 +178,9 @@ def finished_results(workdir: str, config: ml_collections.ConfigDict,
   days of a day-by-day run): a run has finished when its results.json is there, which
   every run writes last, after training, with the other files the caller reads (`needs`,
   e.g. a comparison's test predictions). A folder that holds a run of another config (its
-  config.json) is an error: reusing or resuming it would mix two experiments.
+  config.json) is an error: reusing or resuming it would mix two experiments. So is a
+  finished run trained on other data than config.data's (its data_fingerprint.json, as a
+  resume checks it: `fingerprint.check`), unless config.allow_other_data.
   """
   current = comparable(json.loads(config.to_json_best_effort()))
   if os.path.exists(path(workdir, CONFIG)) and comparable(read_json(workdir, CONFIG)) != current:
@@ -181,6 +188,8 @@ def finished_results(workdir: str, config: ml_collections.ConfigDict,
                     "--workdir")
   if not all(os.path.exists(path(workdir, name)) for name in (RESULTS, *needs)):
     return None
+  fingerprint.check(path(workdir, DATA_FINGERPRINT), fingerprint.of_config(config.data),
+                    bool(config.get("allow_other_data")), "Reusing")
   return read_json(workdir, RESULTS)
 
 
@@ -204,8 +213,9 @@ class RunWriter:
     self.tb = SummaryWriter(path(workdir, TENSORBOARD))
 
   def write(self, step: int, scalars: dict, **info):
-    self.jsonl.write(json.dumps({"step": step, **info, **scalars}) + "\n")
-    self.jsonl.flush()
+    with errors.naming_file(self.jsonl.name):
+      self.jsonl.write(json.dumps({"step": step, **info, **scalars}) + "\n")
+      self.jsonl.flush()
     for k, v in scalars.items():
       if isinstance(v, (int, float)) and math.isfinite(v):
         self.tb.add_scalar(k, v, step)
@@ -214,7 +224,8 @@ class RunWriter:
     return self
 
   def __exit__(self, *exc_info):
-    self.jsonl.close()
+    with errors.naming_file(self.jsonl.name):
+      self.jsonl.close()
     self.tb.close()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from experiments import common
 from experiments import regimes as regimes_experiment
-from mtms_jax import config_checks
+from mtms_jax import config_checks, models
 from mtms_jax.errors import UserError
 from mtms_jax.runs import sweep
 
@@ -188,6 +188,22 @@ def test_a_wrong_value_is_a_user_error_naming_the_key(name, key, value, message)
   set_key(config, key, value)
   with pytest.raises(UserError, match=re.escape(message)):
     config_checks.check(config)
+
+
+@pytest.mark.parametrize("name, field", [(name, field) for name, fields in
+                                         common.JOINT_MODELS.items() for field in fields])
+def test_a_joint_models_missing_field_is_a_user_error_naming_it_or_not_needed(name, field,
+                                                                              tiny_data):
+  """Every field of a joint model's section, taken out: the config pass names it (it was a
+  KeyError or AttributeError), unless the model builds without it (a field with a default)."""
+  config = experiment(name)
+  config.model = {k: v for k, v in config.model.items() if k != field}
+  try:
+    config_checks.check(config)
+  except UserError as e:
+    assert str(e).startswith(f"config.model.{field}: missing; model {name!r} reads it")
+  else:
+    models.get_model(tiny_data.schema, config.model)
 
 
 def test_a_phase_of_the_schedule_needs_its_section():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import common
-from mtms_jax import errors, rundir
+from mtms_jax import digests, errors, rundir
 from mtms_jax.data import fingerprint, registry, synthetic
 from mtms_jax.data.logs import prepare, schema_file
 from mtms_jax.errors import UserError
@@ -104,3 +104,21 @@ def test_a_schema_files_fingerprint_has_its_options_and_its_files_contents(tmp_p
   flipped = _logs_fingerprint(path)
   assert flipped["columns"]["click"] != first["columns"]["click"]
   assert flipped["columns"]["dense"] == first["columns"]["dense"]
+
+
+def test_a_data_sets_fingerprint_is_computed_once_until_its_files_change(tmp_path,
+                                                                         monkeypatch):
+  (tmp_path / "train.csv").write_text(CSV)
+  (tmp_path / "test.csv").write_text(CSV)
+  path = tmp_path / "s.yaml"
+  path.write_text(CSV_SCHEMA)
+  hashed = []
+  array_digest = digests.array_digest
+  monkeypatch.setattr(digests, "array_digest", lambda a: hashed.append(a) or array_digest(a))
+  first = _logs_fingerprint(path)
+  columns = len(hashed)
+  config = common.base_config("smoke").data
+  config.update(schema=str(path), scenes=(1,))       # a comparison's one-scene row
+  assert fingerprint.of_config(config) == first and len(hashed) == columns
+  (tmp_path / "train.csv").write_text(CSV + CSV.split("\n", 1)[1])   # its rows twice
+  assert _logs_fingerprint(path)["rows"] == 120 and len(hashed) == 2 * columns

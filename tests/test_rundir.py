@@ -6,6 +6,7 @@ import ml_collections
 import pytest
 
 from mtms_jax import rundir
+from mtms_jax.data import fingerprint
 from mtms_jax.errors import UserError
 from mtms_jax.report import markdown
 
@@ -22,16 +23,18 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
 
 
 def test_finished_means_results_and_the_needed_files(tmp_path):
-  config = ml_collections.ConfigDict({"seed": 0, "data": {"name": "synthetic"}})
+  data = {"name": "synthetic", "kwargs": {"rows_per_day": 100, "num_days": 2}}
+  config = ml_collections.ConfigDict({"seed": 0, "data": data})
   workdir = str(tmp_path)
   assert rundir.finished_results(workdir, config) is None            # an empty folder
   rundir.write_config(workdir, config)
   assert rundir.finished_results(workdir, config) is None            # started, not finished
+  rundir.write_json(workdir, rundir.DATA_FINGERPRINT, fingerprint.of_config(config.data))
   rundir.write_json(workdir, rundir.RESULTS, {"test/all/ctr/auc": 0.5})
   assert rundir.finished_results(workdir, config) == {"test/all/ctr/auc": 0.5}
   assert rundir.finished_results(workdir, config, needs=(rundir.PREDICTIONS,)) is None
   assert json.loads((tmp_path / rundir.CONFIG).read_text()) == config.to_dict()
-  other = ml_collections.ConfigDict({"seed": 1, "data": {"name": "synthetic"}})
+  other = ml_collections.ConfigDict({"seed": 1, "data": data})
   with pytest.raises(UserError, match="holds a run of a different config"):
     rundir.finished_results(workdir, other)
 

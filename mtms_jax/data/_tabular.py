@@ -40,13 +40,32 @@ def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
   return open(path, encoding=encoding, newline="")
 
 
-def require(path: PathLike, dataset: str, where: str) -> Path:
-  """Returns `path` as a Path; raises FileNotFoundError saying where to get the data."""
-  path = Path(path)
-  if not path.exists():
-    raise FileNotFoundError(f"{path}: no such file or folder. The {dataset} data are not "
-                            f"part of this repository; get the public release from {where}")
-  return path
+class MissingData(UserError, FileNotFoundError):
+  """A data set's files are not where its `path` says: one line that says where to get
+  them (a UserError; a FileNotFoundError too, for callers that catch that)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """Where a public data set comes from: its name and where to get it, for the message of
+  its missing files."""
+  dataset: str
+  where: str
+
+  def require(self, path: PathLike) -> Path:
+    """Returns `path` as a Path; raises MissingData saying where to get the data."""
+    path = Path(path)
+    if not path.exists():
+      shown = path if path.is_absolute() else f"{path} ({path.resolve()})"
+      raise MissingData(f"{shown}: no such file or folder. The {self.dataset} data are not "
+                        f"part of this repository; get the public release from {self.where}, "
+                        "and give its path as config.data.kwargs.path")
+    return path
+
+  def check_kwargs(self, path: PathLike, **_) -> None:
+    """The check of a loader's arguments that the config pass makes before any data is
+    loaded (config_checks.check_data): its files exist."""
+    self.require(path)
 
 
 def split_files(path: Path, pattern: str, day: int) -> list[tuple[Path, int]]:
@@ -60,7 +79,7 @@ def split_files(path: Path, pattern: str, day: int) -> list[tuple[Path, int]]:
     return [(path, day)]
   files = sorted(p for p in path.rglob(pattern) if p.is_file())
   if not files:
-    raise FileNotFoundError(f"{path}: no files matching {pattern!r} in this folder")
+    raise MissingData(f"{path}: no files matching {pattern!r} in this folder")
   splits = [_split_of(f) for f in files]
   present = [s for s in _SPLITS if s in splits]
   return [(f, present.index(s)) for f, s in zip(files, splits)]

@@ -54,8 +54,11 @@ _TORCH_RECHUB_COLUMNS = (
     "D853")
 _LAYOUTS = {len(_AITM_COLUMNS): _AITM_COLUMNS, len(_TORCH_RECHUB_COLUMNS): _TORCH_RECHUB_COLUMNS}
 _FIELD_RE = re.compile(r"\d+(_\d+)?")
-_WHERE = ("Tianchi, https://tianchi.aliyun.com/dataset/408, preprocessed with torch-rechub's "
-          "preprocess_ali_ccp.py or the AITM script (small samples: shared/data/ali_ccp)")
+SOURCE = _tabular.Source(
+    "Ali-CCP",
+    "Tianchi, https://tianchi.aliyun.com/dataset/408, preprocessed with torch-rechub's "
+    "preprocess_ali_ccp.py or the AITM script (small samples: shared/data/ali_ccp)")
+check_kwargs = SOURCE.check_kwargs     # by config_checks, before any data is loaded
 
 
 def load(path: _tabular.PathLike, *, day: int = 0, scenes: Sequence[int] | None = None,
@@ -72,11 +75,11 @@ def load(path: _tabular.PathLike, *, day: int = 0, scenes: Sequence[int] | None 
     conversion_without_click: 'drop' (warn with a count) or 'raise'.
 
   Raises:
-    FileNotFoundError: `path` does not exist.
+    MissingData (a UserError): `path` does not exist.
     UserError: a file lacks a column, holds a value that is not a number, a label that is
       not 0 or 1, a negative or fractional id or (with `scenes`) an unlisted 301 value.
   """
-  path = _tabular.require(path, "Ali-CCP", _WHERE)
+  path = SOURCE.require(path)
   files = _tabular.split_files(path, "*.csv", day)
   parts = [_read(f, conversion_without_click, scenes) for f, _ in files]
   _tabular.check_same_columns([f for f, _ in files], [n for n, _ in parts])

@@ -41,8 +41,11 @@ from mtms_jax.schema import DenseField, FeatureSchema
 COUNTRIES = ("NL", "ES", "FR", "US", "RU")
 _LABELS = ("click", "conversion")
 _COUNTRY_RE = re.compile(r"aliexpress_([a-z]{2})(?![a-z])", re.IGNORECASE)
-_WHERE = ("Tianchi, https://tianchi.aliyun.com/dataset/74690 (small samples: "
-          "shared/data/aliexpress)")
+SOURCE = _tabular.Source(
+    "AliExpress",
+    "Tianchi, https://tianchi.aliyun.com/dataset/74690 (small samples: "
+    "shared/data/aliexpress)")
+check_kwargs = SOURCE.check_kwargs     # by config_checks, before any data is loaded
 
 
 def load(path: _tabular.PathLike, *, day: int = 0, country: str | None = None,
@@ -59,10 +62,10 @@ def load(path: _tabular.PathLike, *, day: int = 0, country: str | None = None,
     vocab_sizes, standardize, conversion_without_click: as in `mtms_jax.data.aliccp.load`.
 
   Raises:
-    FileNotFoundError: `path` does not exist.
+    MissingData (a UserError): `path` does not exist.
     UserError: what `aliccp.load` raises for, or a file's country is unknown or unlisted.
   """
-  path = _tabular.require(path, "AliExpress", _WHERE)
+  path = SOURCE.require(path)
   files = _tabular.split_files(path, "*.csv", day)
   file_countries = [_country(f, country) for f, _ in files]
   scenes = _scenes(file_countries, countries, [f for f, _ in files])

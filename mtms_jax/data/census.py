@@ -75,8 +75,11 @@ _DENSE_RANGES = {"age": (0, 120), "weeks_worked": (0, 52)}
 _INCOME = {"50000+.": 1.0, "- 50000.": 0.0}
 _NEVER_MARRIED = "Never married"
 _MISSING = "?"
-_WHERE = ("UCI, https://archive.ics.uci.edu/dataset/117 (census-income.data.gz and "
-          "census-income.test.gz; the test file is in shared/data/census_income_kdd)")
+SOURCE = _tabular.Source(
+    "Census-Income (KDD)",
+    "UCI, https://archive.ics.uci.edu/dataset/117 (census-income.data.gz and "
+    "census-income.test.gz; the test file is in shared/data/census_income_kdd)")
+check_kwargs = SOURCE.check_kwargs     # by config_checks, before any data is loaded
 
 
 def load(path: _tabular.PathLike, **kwargs: Any) -> Dataset:
@@ -103,13 +106,13 @@ def load_multitask(path: _tabular.PathLike, *, scene_column: str | None = None,
     (Dataset, {'income': income > 50K, 'never_married': ...}, float32 arrays (N,)).
 
   Raises:
-    FileNotFoundError: `path` does not exist or holds no census-income files.
+    MissingData (a UserError): `path` does not exist or holds no census-income files.
     UserError: a line has the wrong number of fields, a numeric column holds something
       else or a value outside its range (age [0, 120], weeks_worked [0, 52], the others
       >= 0, no NaN), or an income label is neither '50000+.' nor '- 50000.'; or an
       argument is bad.
   """
-  path = _tabular.require(path, "Census-Income (KDD)", _WHERE)
+  path = SOURCE.require(path)
   if click_label not in ("never_married", "income"):
     raise UserError(f"click_label must be 'never_married' or 'income', got {click_label!r}")
   if scene_column is not None and scene_column not in SPARSE:
@@ -117,8 +120,8 @@ def load_multitask(path: _tabular.PathLike, *, scene_column: str | None = None,
                     f"{scene_column!r}")
   files = [path] if path.is_file() else sorted(path.glob("census-income*"))
   if not files:
-    raise FileNotFoundError(f"{path}: no census-income* files in this folder; get them "
-                            f"from {_WHERE}")
+    raise _tabular.MissingData(f"{path}: no census-income* files in this folder; get them "
+                               f"from {SOURCE.where}")
   tables = [_read(f) for f in files]
   # Categories are encoded as read: only a few values end in a space, never two spellings
   # of one category, so only the values compared with text below are stripped.

@@ -45,8 +45,11 @@ _GROUPLENS_GENRES = (
     "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
     "Sci-Fi", "Thriller", "War", "Western")
 _YEAR_RE = re.compile(r"\((\d{4})\)\s*$")
-_WHERE = ("GroupLens, https://grouplens.org/datasets/movielens/100k/ (ml-100k.zip), or "
-          "`pip download --no-deps recbole==1.2.1` (recbole/dataset_example/ml-100k)")
+SOURCE = _tabular.Source(
+    "MovieLens",
+    "GroupLens, https://grouplens.org/datasets/movielens/100k/ (ml-100k.zip), or "
+    "`pip download --no-deps recbole==1.2.1` (recbole/dataset_example/ml-100k)")
+check_kwargs = SOURCE.check_kwargs     # by config_checks, before any data is loaded
 
 
 @dataclasses.dataclass
@@ -72,12 +75,12 @@ def load(path: _tabular.PathLike, *, num_days: int = 10) -> Dataset:
     num_days: how many equal-size time slots the ratings are cut into (the `day` column).
 
   Raises:
-    FileNotFoundError: `path` does not exist, or a folder holds neither format.
+    MissingData (a UserError): `path` does not exist, or a folder holds neither format.
     UserError: a file lacks a column or has a bad value (a rating outside [0.5, 5], a
       timestamp that is not whole seconds >= 0, an age outside [1, 120], NaN), or a rating
       names a user or an item that its users or items file does not list.
   """
-  path = _tabular.require(path, "MovieLens", _WHERE)
+  path = SOURCE.require(path)
   if path.is_file():
     ratings = _merged_csv(path)
   elif (path / "u.data").exists():
@@ -117,9 +120,9 @@ def _recbole(folder: Path) -> _Ratings:
 def _atomic(folder: Path, kind: str) -> _tabular.Table:
   found = sorted(folder.glob(f"*.{kind}")) + sorted(folder.glob(f"*.{kind}.gz"))
   if len(found) != 1:
-    raise FileNotFoundError(
+    raise _tabular.MissingData(
         f"{folder}: expected u.data (GroupLens) or exactly one RecBole *.{kind}[.gz] file, "
-        f"found {[f.name for f in found]}. Get MovieLens-100K from {_WHERE}")
+        f"found {[f.name for f in found]}. Get MovieLens-100K from {SOURCE.where}")
   table = _tabular.read_table(found[0], delimiter="\t", quoting=csv.QUOTE_NONE)
   # Drop RecBole's `:type` suffixes and use the GroupLens reader's names.
   names = {"user_id": "user", "item_id": "item", "zip_code": "zip"}

@@ -176,8 +176,9 @@ def run_sweep(config: ml_collections.ConfigDict, points: Sequence[Point], workdi
 
   Finished points (`rundir.finished_results`) are read back; a point's folder that holds a
   run of another config is an error before any point trains. A point that fails (e.g. a
-  loss turning NaN) is reported in the table and the sweep goes on; SIGTERM or SIGINT stops
-  the whole sweep after its point saved a checkpoint.
+  loss turning NaN; a UserError, as one line: values the point's data cannot take) is
+  reported in the table and the sweep goes on; a full disk, and
+  SIGTERM or SIGINT after the point saved a checkpoint, stop the whole sweep.
   """
   if not points:
     raise UserError(f"{source}: get_hyper returned no points")
@@ -211,7 +212,12 @@ def point_row(row: dict, results: dict | None, config: ml_collections.ConfigDict
   except loop.Interrupted:
     raise
   except Exception as e:
-    traceback.print_exc()
+    if cli.disk_full_message(e) is not None:
+      raise           # the next points would meet it too: the sweep stops, with one line
+    if isinstance(e, UserError):    # the point's data cannot take its values: one line
+      print(f"error: {row['point']}: {e}", file=sys.stderr)
+    else:
+      traceback.print_exc()
     return {**row, "status": f"failed: {type(e).__name__}: {e}"}
 
 
@@ -287,18 +293,16 @@ def main(argv):
   path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":", 1)[0]
   workdir = flags.FLAGS.workdir
   try:
-    # Before any point: the base config's values, and its schema file's logs (prepared once);
-    # run_sweep checks every point's values before training any.
-    config_checks.check(flags.FLAGS.config)
-    logs.configure(flags.FLAGS.config)
-    rows = runs.run_sweep(flags.FLAGS.config, hyper_points(load_module(path)), workdir, path)
+    with cli.one_line_errors():
+      # Before any point: the base config's values, and its schema file's logs (prepared
+      # once); run_sweep checks every point's values before training any.
+      config_checks.check(flags.FLAGS.config)
+      logs.configure(flags.FLAGS.config)
+      rows = runs.run_sweep(flags.FLAGS.config, hyper_points(load_module(path)), workdir, path)
   except loop.Interrupted as e:
     command = shlex.join([sys.executable, "-m", "mtms_jax.runs.sweep"] + sys.argv[1:])
     print(f"\n{e}\nResume the sweep with:\n  {command}", file=sys.stderr)
     sys.exit(128 + e.signum)
-  except errors.UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(errors.EXIT_USER_ERROR)
   table = rundir.path(workdir, rundir.SWEEP_MD)
   with open(table) as f:
     print(f"\nSweep table ({table}):\n{f.read()}")

@@ -19,14 +19,14 @@ import dataclasses
 import json
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 
 import grain
 import jax
 import ml_collections
 
-from mtms_jax import checkpoint, checkpoint_checks, errors, models, rundir
+from mtms_jax import checkpoint, checkpoint_checks, models, rundir
+from mtms_jax.data import fingerprint
 from mtms_jax.schema import FeatureSchema
 from mtms_jax.train import early_stopping, schedule, train_state
 from mtms_jax.train import progress as progress_lib
@@ -60,21 +60,9 @@ class Identity:
 
   def check_data(self, fingerprint_file: str, doing: str):
     """Raises UserError unless the run whose `fingerprint_file` it is was trained on this
-    data or config.allow_other_data; warns if there is no such file."""
-    try:
-      with open(fingerprint_file) as f:
-        saved = json.load(f)
-    except FileNotFoundError:
-      warnings.warn(f"{doing.lower()} a run without a {rundir.DATA_FINGERPRINT} (written "
-                    f"before runs had one), not knowing if its data was this", errors.Notice,
-                    stacklevel=3)
-      return
-    if self.config.get("allow_other_data"):
-      return
-    checkpoint_checks.check_same(
-        "data", os.path.dirname(fingerprint_file) or ".", saved, self.data,
-        f"{doing} needs the same data: set --config.allow_other_data=True to go on with this "
-        "data all the same, or use another workdir.")
+    data or config.allow_other_data; warns if there is no such file (`fingerprint.check`)."""
+    fingerprint.check(fingerprint_file, self.data, bool(self.config.get("allow_other_data")),
+                      doing)
 
 
 @dataclasses.dataclass

@@ -7,12 +7,15 @@ the shared folder is absent; the bad-input tests write their own small files.
 from __future__ import annotations
 
 import gzip
+import os
 import warnings
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 import pytest
 
+from mtms_jax import config_checks
 from mtms_jax.data import aliccp, aliexpress, census, movielens, registry
 from mtms_jax.errors import UserError
 
@@ -332,6 +335,11 @@ def test_census_bad_age_and_bad_width(tmp_path):
 def test_missing_data_says_where_to_get_it(tmp_path, name, where):
   with pytest.raises(FileNotFoundError, match=rf"nowhere: no such file.*{where}"):
     registry.load(name, path=tmp_path / "nowhere")
+  # A relative path is shown resolved too; the config pass finds it before any data loads.
+  config = ml_collections.ConfigDict({"name": name, "scenes": (), "kwargs": {"path": "nowhere"}})
+  with pytest.raises(UserError, match=rf"^nowhere \({os.getcwd()}/nowhere\): no such file or "
+                                      rf"folder\. .*{where}.*config\.data\.kwargs\.path$"):
+    config_checks.check_data(config)
 
 
 def test_registry():

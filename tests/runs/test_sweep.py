@@ -101,6 +101,18 @@ def test_tiny_sweep_runs_skips_finished_and_resumes_unfinished(tmp_path, monkeyp
   assert (tmp_path / "sweep.png").stat().st_size > 0
 
 
+def test_a_point_its_data_cannot_take_fails_in_one_line_and_the_sweep_goes_on(tmp_path,
+                                                                              capsys):
+  points = sweep.sweep("config.data.scenes", [(5,), (6,)])    # scenes the data lacks
+  rows = sweep.run_sweep(common.base_config("smoke"), points, str(tmp_path), "test")
+  assert [r["status"].split(":")[:3] for r in rows] == [
+      ["failed", " UserError", " config.data.scenes=(5,)"],
+      ["failed", " UserError", " config.data.scenes=(6,)"]]
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  assert "error: scenes=5: config.data.scenes=(5,): expected distinct indices of" in err
+
+
 def test_cli_rejects_a_swept_key_missing_from_the_config(tmp_path):
   experiment = tmp_path / "bad_sweep.py"
   experiment.write_text("from experiments import common\n\n"

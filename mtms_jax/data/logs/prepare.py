@@ -32,7 +32,7 @@ import tqdm
 
 from mtms_jax.data.logs import read, schema_file
 from mtms_jax.data.logs.schema_file import LogSchema
-from mtms_jax.errors import UserError
+from mtms_jax.errors import UserError, naming_file
 
 MANIFEST = "manifest.json"
 _TMP = ".tmp-"
@@ -57,7 +57,8 @@ def prepare(schema: LogSchema) -> dict:
   tmp = schema.cache.with_name(f"{schema.cache.name}{_TMP}{os.getpid()}")
   tmp.mkdir(parents=True)
   try:
-    manifest = _write(schema, tmp, sources)
+    with naming_file(tmp):       # a full disk met where no file is named (a close)
+      manifest = _write(schema, tmp, sources)
     _replace(tmp, schema.cache)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -122,12 +123,16 @@ def _write(schema: LogSchema, folder: Path, sources: list) -> dict:
       for path in schema.files[split]:
         for chunk in _convert_file(schema, path, day, state):
           for name, f in out.items():
-            chunk[name].tofile(f)
+            # Not ndarray.tofile: through C stdio, it loses a full disk's error on small
+            # writes (and reports big ones without errno ENOSPC); f.write raises it.
+            with naming_file(f.name):
+              f.write(np.ascontiguousarray(chunk[name]).data)
           progress.update(len(chunk["click"]))
   finally:
     progress.close()
     for f in out.values():
-      f.close()
+      with naming_file(f.name):
+        f.close()
   if state.orphans and schema.conversion_without_click == "error":
     raise UserError(f"{state.first_orphan}: conversion without a click, in {state.orphans} "
                     "rows in all; set `conversion_without_click: drop` in the schema to drop "

@@ -12,7 +12,7 @@
 
 `files` is either one pattern (or a list) with a `day` column of integer days, or with
 `split: {test_fraction: 0.2}` (the last rows are the test day, 1), or train / valid / test
-patterns (days 0, 1, 2 of the splits present). Patterns are relative to the
+patterns (days 0, 1, 2 of the splits present; no `day` column then). Patterns are relative to the
 schema file. Every key is checked: an unknown or missing one is a `UserError` naming the
 key and the file.
 """
@@ -153,6 +153,10 @@ def _files(value, raw: dict, path: Path) -> dict[str, tuple[Path, ...]]:
   """Split -> files matching its patterns (relative to the schema file), sorted."""
   if isinstance(value, dict):
     _keys(value, set(SPLITS), {"train", "test"}, f"{path}: files")
+    if raw.get("day"):     # which would say the days, and the validation rows, is unclear
+      raise UserError(f"{path}: files gives the days by split (train 0, valid 1, test last) "
+                      f"and day: {raw['day']} names a column of days; give one of the two: "
+                      "drop `day`, or give files as one set of files")
     patterns = value
   else:
     if not raw.get("day") and "test_fraction" not in (raw.get("split") or {}):

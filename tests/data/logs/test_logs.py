@@ -83,6 +83,12 @@ def test_a_schema_file_trains_and_a_changed_schema_cannot_resume(tmp_path):
   saved = json.loads((tmp_path / "run" / "feature_schema.json").read_text())
   assert saved["scenes"] == ["feed", "search"]
   assert [f["vocab_size"] for f in saved["sparse"]] == [40, 64]
+  # Issue 20, case 2: a dense column's transform changed, the feature schema as it was.
+  path.write_text(SCHEMA.replace("transform: log1p", "transform: none"))
+  with pytest.raises(UserError, match=r"run was written with a different data \(columns\.dense"
+                                      r"\.sha256: .*; schema_file\.digest: "):
+    trainer.train_and_evaluate(schema_config(common.base_config("smoke"), path),
+                               str(tmp_path / "run"))
   path.write_text(SCHEMA.replace("vocab: 40", "vocab: 50"))
   proc = run_main(tmp_path / "run", f"--config.data.schema={path}")
   assert proc.returncode == 2, proc.stderr
@@ -90,7 +96,8 @@ def test_a_schema_file_trains_and_a_changed_schema_cannot_resume(tmp_path):
   assert "vocab_size" in proc.stderr.splitlines()[-1]
 
 
-def test_a_comparison_runs_on_a_schema_file(tmp_path):
+def test_a_comparison_runs_on_a_schema_file_and_reuses_its_runs_on_its_data_only(tmp_path,
+                                                                             monkeypatch):
   config = schema_config(
       __import__("experiments.table1", fromlist=["get_config"]).get_config("smoke"),
       write_logs(tmp_path))
@@ -99,6 +106,22 @@ def test_a_comparison_runs_on_a_schema_file(tmp_path):
   results = compare.run(config, str(tmp_path / "table1"))
   assert "mtms_loss/test/feed/cvr/auc_mean" in results
   assert (tmp_path / "table1" / "table.md").exists()
+
+  # Issue 20, case 2, for the runs a rerun reuses: the logs' test clicks flipped, the config
+  # as it was. Its finished runs were trained on other data: an error, not a reuse.
+  test_file = tmp_path / "logs" / "test.parquet"
+  table = pq.read_table(test_file)
+  click = 1 - table["clk"].to_numpy()
+  pq.write_table(table.set_column(0, "clk", pa.array(click))
+                 .set_column(1, "buy", pa.array(click * table["buy"].to_numpy())), test_file)
+  with pytest.raises(UserError, match=r"table1/ctr_cvr/seed0 was written with a different data "
+                                      r"\(columns\.click\.sha256: '[0-9a-f]+' -> '[0-9a-f]+'; "
+                                      r".*Reusing needs the same data: set "
+                                      r"--config\.allow_other_data=True"):
+    compare.run(config, str(tmp_path / "table1"))
+  monkeypatch.setattr(trainer, "train_and_evaluate", None)    # a reuse trains nothing
+  config.allow_other_data = True
+  assert compare.run(config, str(tmp_path / "table1")).keys() == results.keys()
 
 
 def test_bad_logs_stop_the_command_before_training(tmp_path):

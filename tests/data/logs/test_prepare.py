@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mtms_jax import cli
 from mtms_jax.data import logs
 from mtms_jax.data.logs import prepare, read, schema_file
 from mtms_jax.errors import UserError
@@ -172,6 +173,18 @@ def test_a_failed_rebuild_keeps_the_old_cache_and_leaves_no_temporary_folder(tmp
   assert prepare.read_manifest(tmp_path / "s.cache")["rows"] == 6
 
 
+def test_a_full_disk_while_preparing_names_the_file_and_leaves_no_temporary_folder(
+    tmp_path, monkeypatch):
+  path = write(tmp_path)
+  # Every cache column written to /dev/full, where a write fails as on a full disk.
+  monkeypatch.setattr(prepare, "open", lambda file, mode: open("/dev/full", mode),
+                      raising=False)
+  with pytest.raises(OSError) as full:
+    prepare.prepare(schema_file.load(path))
+  assert cli.disk_full_message(full.value).startswith("no space left on the disk of /dev/full")
+  assert not any(p.name.startswith("s.cache") for p in tmp_path.iterdir())
+
+
 def test_a_cache_of_another_schema_file_is_an_error(tmp_path):
   path = write(tmp_path)
   prepare.prepare(schema_file.load(path))
@@ -203,6 +216,19 @@ def test_days_come_from_the_day_column(tmp_path):
   assert manifest["rows_per_day"] == {"3": 3, "4": 3, "5": 4}
   assert logs.days(schema, manifest) == ((3, 4), 5)
   assert json.loads((tmp_path / "d.cache" / "manifest.json").read_text())["scenes"] == ["all"]
+
+
+def test_files_by_split_and_a_day_column_are_one_too_many_ways_to_give_the_days(tmp_path,
+                                                                              capsys):
+  """Were both taken, the days would come from the column while the validation day stayed
+  the split's day 1 (issue 20's silently wrong days)."""
+  path = write(tmp_path, train=HEADER.replace("\n", ",day\n") + "1,1,3,a7,2.5,feed,0\n")
+  for split in ("valid", "test"):          # all with a day column: the old code took them
+    (tmp_path / f"{split}.csv").write_text((tmp_path / "train.csv").read_text())
+  path.write_text(path.read_text().replace("test: test.csv", "valid: valid.csv, test: test.csv")
+                  .replace("sparse:", "day: day\nsparse:"))
+  fails(path, capsys, "s.yaml: files gives the days by split", "day: day names a column",
+        "give one of the two")
 
 
 def test_one_file_with_a_test_fraction_holds_out_its_last_rows(tmp_path):
