@@ -1,8 +1,9 @@
-"""Scenes frozen in a phase: their components' table rows and tower slices kept as they were.
+"""Components kept as they were in a phase: their table rows and tower slices put back.
 
 How a run with scenes added (runs/add_scene.py) trains the new scenes' components alone:
 each update of its embedding phase puts back those of the old scenes (MTMS models only,
-whose components are per scene).
+whose components are per scene). How per-component early stopping (train/early_stopping.py)
+keeps the components it stopped, and each component's best parameters.
 """
 
 from __future__ import annotations
@@ -38,8 +39,19 @@ def keep_frozen(model, scenes, old: dict, new: dict) -> dict:
   `old`: whatever the optimizer did (weight decay, Adam moments of earlier steps), those
   stay bitwise as they were. What an update with `frozen_scenes` applies after each step,
   e.g. to train a newly added scene's components only (runs/add_scene.py)."""
-  masks = model.scene_masks(old["embedding"], scenes)
-  embedding = {**new["embedding"], **jax.tree.map(
-      lambda m, o, n: jnp.where(m, o, n), masks,
-      {k: old["embedding"][k] for k in masks}, {k: new["embedding"][k] for k in masks})}
-  return {**new, "embedding": embedding}
+  return with_components(model.scene_masks(old["embedding"], scenes), old, new)
+
+
+def take_components(model, selected, source: dict, target: dict) -> dict:
+  """`target` params with the table rows and tower slices of the components that
+  `selected` ((C,) bools) marks taken from `source`: how the embedding phase's per-component
+  early stopping keeps stopped components and each one's best (train/early_stopping.py)."""
+  return with_components(model.component_masks(target["embedding"], selected), source, target)
+
+
+def with_components(masks: dict, source: dict, target: dict) -> dict:
+  """`target` params with the embedding parameters `masks` marks taken from `source`."""
+  embedding = {**target["embedding"], **jax.tree.map(
+      lambda m, s, t: jnp.where(m, s, t), masks,
+      {k: source["embedding"][k] for k in masks}, {k: target["embedding"][k] for k in masks})}
+  return {**target, "embedding": embedding}

@@ -8,7 +8,9 @@ Regularisation (phases.<p>): `dropout` drops that share of the networks' inputs 
 looked-up embeddings and dense features) in training updates, with a key drawn from `seed`
 and the step, so a resumed run draws the same masks. An update made with `frozen_scenes`
 (MTMS: scene names; a run with scenes added, runs/add_scene.py) keeps the tables' rows and
-tower slices of those scenes' components as they were (`freezing.keep_frozen`).
+tower slices of those scenes' components as they were (`freezing.keep_frozen`). With
+`early_stopping.per_component` (MTMS's embedding phase), the components that the state's
+(C,) 'active' mask marks stopped are kept as they were the same way (train/early_stopping.py).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str,
   loss_from_rows, loss_from_tables = make_losses(model, phase, phase_config, seed, axis_name)
   frozen = freezing.scene_indices(model, phase, frozen_scenes)
   row_wise = make_row_wise(model, tx, phase, loss_from_rows, axis_name)
+  per_component = phase_config.early_stopping.get("per_component", False)
 
   def update(state: train_state.State, batch) -> tuple[train_state.State, dict]:
     params, opt_state, step = state["params"], state["opt"][phase], state["step"]
@@ -94,8 +97,10 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str,
     params = update_statistics(model, phase, state["params"], params, batch, axis_name)
     if frozen:
       params = freezing.keep_frozen(model, frozen, state["params"], params)
+    if per_component:
+      params = freezing.take_components(model, ~state["active"], state["params"], params)
     opt_state = {**opt_state, "dense": dense_opt, "count": opt_state["count"] + 1}
-    new_state = {"params": params, "opt": {**state["opt"], phase: opt_state},
+    new_state = {**state, "params": params, "opt": {**state["opt"], phase: opt_state},
                  "step": step + 1}
     measurements = {"loss": loss, **{f"loss_{k}": v for k, v in task_losses.items()}}
     return new_state, measurements
