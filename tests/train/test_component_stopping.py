@@ -147,22 +147,19 @@ def _overfitting_config(**early_stopping):
   return config
 
 
-def _component_scores(workdir):
-  lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return [{k: v for k, v in x.items() if k.endswith("/logloss")} for x in lines
-          if x["phase"] == "early_stopping" and "val/embedding/loss" in x]
-
-
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory):
+  """The run's workdir, results, and each embedding-phase evaluation's component scores."""
   workdir = tmp_path_factory.mktemp("component_stopped_run")
   results = trainer.train_and_evaluate(_overfitting_config(), str(workdir))
-  return workdir, results
+  lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+  scores = [{k: v for k, v in x.items() if k.endswith("/logloss")} for x in lines
+            if x["phase"] == "early_stopping" and "val/embedding/loss" in x]
+  return workdir, results, scores
 
 
 def test_components_stop_at_their_own_steps(stopped_run):
-  workdir, results = stopped_run
-  scores = _component_scores(workdir)
+  _, results, scores = stopped_run
   names = sorted(scores[0])
   assert len(names) == 4
   # The last evaluation at which each component was still scored (a stopped one is scored
@@ -174,13 +171,16 @@ def test_components_stop_at_their_own_steps(stopped_run):
 
 
 def test_component_stopped_run_resumes_exactly(stopped_run, tmp_path, monkeypatch):
-  workdir, _ = stopped_run
-  monkeypatch.setenv(loop.TEST_SIGNAL_ENV, "40:INT")
-  with pytest.raises(loop.Interrupted, match="SIGINT at step 40"):
+  workdir, _, _ = stopped_run
+  monkeypatch.setenv(loop.TEST_SIGNAL_ENV, "50:INT")
+  with pytest.raises(loop.Interrupted, match="SIGINT at step 50"):
     trainer.train_and_evaluate(_overfitting_config(), str(tmp_path))
+  # Stopped inside the embedding phase, one component stopped and the others not yet.
+  progress = json.loads((tmp_path / "checkpoints" / "50" / "progress" / "metadata").read_text())
+  assert 0 < sum(progress["early_stopping"]["active"]) < 4
   monkeypatch.delenv(loop.TEST_SIGNAL_ENV)
   trainer.train_and_evaluate(_overfitting_config(), str(tmp_path))
-  assert json.loads((tmp_path / "run.json").read_text())["resumed_from_step"] == 40
+  assert json.loads((tmp_path / "run.json").read_text())["resumed_from_step"] == 50
   for name in ("results.json", "metrics.jsonl"):
     assert (tmp_path / name).read_text() == (workdir / name).read_text(), name
 
