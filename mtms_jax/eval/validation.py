@@ -98,14 +98,18 @@ def phase_loss(results: Mapping[str, float], phase_config: ml_collections.Config
              for t in losses.parse_loss(phase_config.loss))
 
 
+def component_metric(metric: str) -> str:
+  """The metric each component is scored on, by name: 'logloss' for the phase's 'loss'."""
+  return "logloss" if metric == "loss" else metric.rsplit("/", 1)[-1]
+
+
 def component_score(report: Mapping[str, float], metric: str, scene: str,
                     tasks: tuple[str, ...]) -> float:
   """A component's early-stopping score, on its own scene's validation rows and its own
   tasks (one with sharing 'none', the scene's with 'tasks'): metric 'loss' is the sum of
   its tasks' mean log losses (CVR on clicked rows), a metric '<split>/<scene>/<task>/<m>'
   the mean of its tasks' <m>."""
-  name = "logloss" if metric == "loss" else metric.rsplit("/", 1)[-1]
-  values = [report[f"val/{scene}/{task}/{name}"] for task in tasks]
+  values = [report[f"val/{scene}/{task}/{component_metric(metric)}"] for task in tasks]
   return float(sum(values) if metric == "loss" else np.mean(values))
 
 
@@ -148,7 +152,7 @@ class Evaluator:
     if es.get("per_component", False):
       score = np.array([component_score(report, es.metric, scene, tasks)
                         for scene, tasks in self.components])
-      name = "logloss" if es.metric == "loss" else es.metric.rsplit("/", 1)[-1]
+      name = component_metric(es.metric)
       scalars.update({f"val/{phase}/{scene}/{'+'.join(tasks)}/{name}": float(x)
                       for (scene, tasks), x in zip(self.components, score)})
     return score, scalars
