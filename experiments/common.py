@@ -54,7 +54,8 @@ def phase(loss="ctr+cvr+ctcvr", epochs=1.0, learning_rate=3e-3, optimizer="adam"
       # per_component (MTMS's embedding phase, sharing 'none' or 'tasks'): each component
       # (scene, task) is scored on its own scene's validation rows and task (metric 'loss':
       # its task's log loss; 'val/<scene>/<task>/<m>' reads as its own scene's and task's
-      # <m>), keeps its own best and stops on its own (train/early_stopping.py).
+      # <m>), keeps its own best and stops on its own (train/early_stopping.py). Off here:
+      # phase() builds every phase, and only MTMS's embedding phase has components.
       "early_stopping": {"metric": "loss",     # its loss, or a metric: 'val/all/ctr/auc'
                          "mode": "auto",       # min for loss/logloss/mae, max for auc
                          "patience": 2, "min_delta": 0.0, "evals_per_epoch": 4,
