@@ -51,10 +51,16 @@ def phase(loss="ctr+cvr+ctcvr", epochs=1.0, learning_rate=3e-3, optimizer="adam"
       # `min_eval_steps` steps apart); the phase stops after `patience` scores in a row
       # without improving on its best by `min_delta` (0: never), and goes back to its best
       # parameters (restore_best: a copy of what it trains).
+      # per_component (MTMS's embedding phase, sharing 'none' or 'tasks'): each component
+      # (scene, task) is scored on its own scene's validation rows and task (metric 'loss':
+      # its task's log loss; 'val/<scene>/<task>/<m>' reads as its own scene's and task's
+      # <m>), keeps its own best and stops on its own (train/early_stopping.py). Off here:
+      # phase() builds every phase, and only MTMS's embedding phase has components.
       "early_stopping": {"metric": "loss",     # its loss, or a metric: 'val/all/ctr/auc'
                          "mode": "auto",       # min for loss/logloss/mae, max for auc
                          "patience": 2, "min_delta": 0.0, "evals_per_epoch": 4,
-                         "min_eval_steps": 20, "restore_best": True},
+                         "min_eval_steps": 20, "restore_best": True,
+                         "per_component": False},
       "dropout": 0.0,              # share of the networks' inputs dropped in training
       "optimizer": {"name": optimizer, "learning_rate": learning_rate, "clip_norm": 0.0,
                     "weight_decay": 0.0,            # decoupled, of the networks' kernels

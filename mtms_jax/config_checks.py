@@ -131,6 +131,8 @@ def check_run(run: ml_collections.ConfigDict, where: str, init_load: tuple[str, 
       raise UserError(f"{where}.phases has no {phase!r}, a phase of {where}.schedule.order")
     check_phase(run.phases[phase], f"{where}.phases.{phase}",
                 trains_tables="embedding" in model.phases[phase])
+    if run.phases[phase].early_stopping.get("per_component", False):
+      early_stopping.check_per_component(model, run.model, phase, where)
   params = sorted({key for keys in model.phases.values() for key in keys})
   errors.expect(init_load and set(init_load) <= set(params), "config.init_load", init_load,
                 f"a non-empty subset of the params' top-level keys {params}")

@@ -11,7 +11,8 @@ At most `max_rows` of them are scored, evenly spaced, so an evaluation costs the
 any data size.
 
 `Evaluator` scores parameters on those rows: the metrics that rank checkpoints, and each
-phase's early-stopping score.
+phase's early-stopping score, or with early_stopping.per_component each component's
+(`component_score`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mtms_jax import errors, losses
 from mtms_jax.data import Dataset
 from mtms_jax.errors import UserError
 from mtms_jax.eval import metrics, prediction
+from mtms_jax.train import early_stopping
 
 
 # The split
@@ -96,6 +98,21 @@ def phase_loss(results: Mapping[str, float], phase_config: ml_collections.Config
              for t in losses.parse_loss(phase_config.loss))
 
 
+def component_metric(metric: str) -> str:
+  """The metric each component is scored on, by name: 'logloss' for the phase's 'loss'."""
+  return "logloss" if metric == "loss" else metric.rsplit("/", 1)[-1]
+
+
+def component_score(report: Mapping[str, float], metric: str, scene: str,
+                    tasks: tuple[str, ...]) -> float:
+  """A component's early-stopping score, on its own scene's validation rows and its own
+  tasks (one with sharing 'none', the scene's with 'tasks'): metric 'loss' is the sum of
+  its tasks' mean log losses (CVR on clicked rows), a metric '<split>/<scene>/<task>/<m>'
+  the mean of its tasks' <m>."""
+  values = [report[f"val/{scene}/{task}/{component_metric(metric)}"] for task in tasks]
+  return float(sum(values) if metric == "loss" else np.mean(values))
+
+
 @dataclasses.dataclass(frozen=True)
 class Evaluator:
   """Scores parameters on the validation rows `rows`."""
@@ -104,21 +121,27 @@ class Evaluator:
   batch_size: int
   predict_fn: Callable                       # the model's predictions, each task from its phase
   phase_predict_fns: Mapping[str, Callable]  # phase -> the predictions of its own outputs
+  # (scene name, tasks) of each component, when a phase stops its components apart
+  components: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
   @classmethod
   def of(cls, config: ml_collections.ConfigDict, model, rows: Dataset) -> Evaluator:
     """The evaluator of `model` trained by `config`'s schedule."""
+    components = ()
+    if early_stopping.stopped_apart(config, model):
+      components = tuple((rows.schema.scenes[s], tasks) for s, tasks in model.component_owners())
     return cls(rows, config.phases, config.eval_batch_size,
                prediction.make_predict_fn(model, prediction.prediction_phases(config, model)),
                {phase: prediction.make_predict_fn(model, phase)
-                for phase in config.schedule.order})
+                for phase in config.schedule.order}, components)
 
   def metrics(self, params) -> dict:
     """The model's validation metrics ('val/<scene>/<task>/<metric>'): they rank checkpoints."""
     return self._report(self.predict_fn, params)
 
-  def phase_score(self, phase: str, params) -> tuple[float, dict]:
-    """The phase's early-stopping score on the validation rows, and what to log of it."""
+  def phase_score(self, phase: str, params) -> tuple[float | np.ndarray, dict]:
+    """The phase's early-stopping score on the validation rows, and what to log of it;
+    with early_stopping.per_component the (C,) scores of its components."""
     report = self._report(self.phase_predict_fns[phase], params)
     es = self.phases[phase].early_stopping
     score = (phase_loss(report, self.phases[phase]) if es.metric == "loss"
@@ -126,6 +149,12 @@ class Evaluator:
     scalars = {f"val/{phase}/{es.metric.replace('/', '_')}": score}
     scalars.update({f"val/{phase}/{task}/auc": report[f"val/all/{task}/auc"]
                     for task in self.rows.schema.metric_tasks})
+    if es.get("per_component", False):
+      score = np.array([component_score(report, es.metric, scene, tasks)
+                        for scene, tasks in self.components])
+      name = component_metric(es.metric)
+      scalars.update({f"val/{phase}/{scene}/{'+'.join(tasks)}/{name}": float(x)
+                      for (scene, tasks), x in zip(self.components, score)})
     return score, scalars
 
   def _report(self, predict_fn, params) -> dict:

@@ -163,16 +163,38 @@ class Model:
                    for t in range(len(self.tasks))})
 
   def scene_masks(self, embedding_params: dict, scenes) -> dict:
-    """Masks over params['embedding'], True where a parameter belongs to one of `scenes`:
-    their components' table rows ((rows, 1) per table) and their slices of the towers
-    (every tower leaf is stacked over scenes, SceneMLP). Broadcast against the leaves."""
-    components = self.components_of_scenes(scenes)
-    tables = {k: np.isin(np.arange(t.shape[0]) % self.layout.num_components,
-                         components)[:, None]
+    """Masks over params['embedding'], True where a parameter belongs to one of `scenes`
+    (`component_masks` of their components)."""
+    selected = np.isin(np.arange(self.layout.num_components), self.components_of_scenes(scenes))
+    return self.component_masks(embedding_params, selected)
+
+  def component_owners(self) -> list[tuple[int, tuple[str, ...]]]:
+    """(scene index, its tasks) of each component: one task with sharing 'none', the
+    scene's tasks with 'tasks'; UserError with 'all', where no scene has its own."""
+    self.check_scenes_apart(self.config)
+    owners = {}
+    for s in range(self.num_scenes):
+      for t, task in enumerate(self.tasks):
+        owners.setdefault(int(self.component(np.asarray(s), t)), (s, []))[1].append(task)
+    return [(s, tuple(tasks)) for s, tasks in (owners[c] for c in sorted(owners))]
+
+  def component_masks(self, embedding_params: dict, selected) -> dict:
+    """Masks over params['embedding'], True where a parameter belongs to a component that
+    `selected` ((C,) bools, numpy or traced) marks: its table rows ((rows, 1) per table)
+    and its towers' slices (every tower leaf is stacked over scenes, SceneMLP; the tower of
+    task t in scene s belongs to component (s, t)). Broadcast against the leaves."""
+    selected = jnp.asarray(selected)
+    num = self.layout.num_components
+    tables = {k: selected[jnp.arange(t.shape[0]) % num][:, None]
               for k, t in embedding_params["tables"].items()}
-    own = np.isin(np.arange(self.num_scenes), list(scenes))
-    towers = jax.tree.map(lambda leaf: own.reshape((-1,) + (1,) * (leaf.ndim - 1)),
-                          embedding_params["towers"])
+    scenes = jnp.arange(self.num_scenes)
+
+    def tower_masks(t: int, tower: dict) -> dict:
+      owned = selected[self.component(scenes, t)]                 # (S,)
+      return jax.tree.map(lambda leaf: owned.reshape((-1,) + (1,) * (leaf.ndim - 1)), tower)
+
+    towers = {task: tower_masks(t, embedding_params["towers"][task])
+              for t, task in enumerate(self.tasks)}
     return {"tables": tables, "towers": towers}
 
   def embedding_from(self, old_model: Model, old: dict, new: dict, scenes: dict) -> dict:

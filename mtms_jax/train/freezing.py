@@ -1,8 +1,9 @@
-"""Scenes frozen in a phase: their components' table rows and tower slices kept as they were.
+"""Components kept as they were in a phase: their table rows and tower slices put back.
 
 How a run with scenes added (runs/add_scene.py) trains the new scenes' components alone:
 each update of its embedding phase puts back those of the old scenes (MTMS models only,
-whose components are per scene).
+whose components are per scene). How per-component early stopping (train/early_stopping.py)
+keeps the components it stopped, and each component's best parameters.
 """
 
 from __future__ import annotations
@@ -38,8 +39,44 @@ def keep_frozen(model, scenes, old: dict, new: dict) -> dict:
   `old`: whatever the optimizer did (weight decay, Adam moments of earlier steps), those
   stay bitwise as they were. What an update with `frozen_scenes` applies after each step,
   e.g. to train a newly added scene's components only (runs/add_scene.py)."""
-  masks = model.scene_masks(old["embedding"], scenes)
-  embedding = {**new["embedding"], **jax.tree.map(
-      lambda m, o, n: jnp.where(m, o, n), masks,
-      {k: old["embedding"][k] for k in masks}, {k: new["embedding"][k] for k in masks})}
-  return {**new, "embedding": embedding}
+  return with_components(model.scene_masks(old["embedding"], scenes), old, new)
+
+
+def take_components(model, selected, source: dict, target: dict) -> dict:
+  """`target` params with the table rows and tower slices of the components that
+  `selected` ((C,) bools) marks taken from `source`: how the embedding phase's per-component
+  early stopping keeps stopped components and each one's best (train/early_stopping.py)."""
+  return with_components(model.component_masks(target["embedding"], selected), source, target)
+
+
+def keep_stopped(model, active, old: dict, new: dict, touched: dict | None) -> dict:
+  """`new` params with the components that `active` ((C,) bools) marks stopped as in `old`:
+  what an update with per-component early stopping applies after each step.
+
+  touched: the rows of each table the update changed (a row-wise table optimizer changes
+  only the rows its batch read), put back alone instead of whole tables: a step then costs
+  the batch's rows, not the tables' (C times the vocabulary); None: any row may change.
+  """
+  stopped = ~active
+  if touched is None:
+    return take_components(model, stopped, old, new)
+  kept = with_components({"towers": model.component_masks(new["embedding"], stopped)["towers"]},
+                         old, new)
+  num = model.layout.num_components
+
+  def keep_rows(old_table, new_table, index):
+    rows = jnp.clip(index.reshape(-1), 0, old_table.shape[0] - 1)   # as the lookup clips
+    keep = stopped[rows % num][:, None]
+    return new_table.at[rows].set(jnp.where(keep, old_table[rows], new_table[rows]))
+
+  tables = {k: keep_rows(old["embedding"]["tables"][k], t, touched[k])
+            for k, t in new["embedding"]["tables"].items()}
+  return {**kept, "embedding": {**kept["embedding"], "tables": tables}}
+
+
+def with_components(masks: dict, source: dict, target: dict) -> dict:
+  """`target` params with the embedding parameters `masks` marks taken from `source`."""
+  embedding = {**target["embedding"], **jax.tree.map(
+      lambda m, s, t: jnp.where(m, s, t), masks,
+      {k: source["embedding"][k] for k in masks}, {k: target["embedding"][k] for k in masks})}
+  return {**target, "embedding": embedding}

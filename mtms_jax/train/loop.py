@@ -128,7 +128,7 @@ class Loop:
           continue
         if step == begin:
           batches = self.batches.iterator(index)
-          stopper = self.stopping.start(segment, state["params"])
+          stopper, state = self.stopping.start(segment, state)
         progress.set_description(f"day {segment.day} {segment.phase}")
         while step < end:
           batch = next(batches)
@@ -144,11 +144,12 @@ class Loop:
             pending = []
             self.log(step, segment, measurements, progress)
           if stopper and ((step - begin) % segment.eval_every == 0 or step == end):
-            if self.evaluate(stopper, state, step, begin, segment):
+            state, stops = self.evaluate(stopper, state, step, begin, segment)
+            if stops:
               progress.update(end - step)
               step = end
           if step == end and stopper:
-            state = {**state, "params": stopper.end(state["params"])}
+            state = stopper.end(state)
             stopper = None
           if self.scheduled_save(step) or stop.signum:
             check_losses(pending)
@@ -159,12 +160,13 @@ class Loop:
           progress.update(1)
     return state
 
-  def evaluate(self, stopper: early_stopping.EarlyStopping, state, step: int, begin: int,
-               segment: schedule.Segment) -> bool:
-    """Scores the segment's model on the validation rows; returns whether to stop it."""
+  def evaluate(self, stopper: early_stopping.Stopper,
+               state, step: int, begin: int, segment: schedule.Segment) -> tuple[dict, bool]:
+    """Scores the segment's model on the validation rows; returns the state the stopper
+    leaves (its stopped components back at their best) and whether to stop the segment."""
     score, scalars = self.stopping.score(segment.phase, state["params"])
     self.writer.write(step, scalars, day=segment.day, phase="early_stopping")
-    return stopper.update(score, step - begin, state["params"])
+    return stopper.evaluated(score, step - begin, state)
 
   def scheduled_save(self, step: int) -> bool:
     return step % self.config.checkpoint.every_steps == 0 or step == self.total
@@ -180,7 +182,7 @@ class Loop:
     progress.set_postfix(loss=f"{scalars[f'train/{segment.phase}/loss']:.4f}")
 
   def save(self, state, step: int, index: int, batches: grain.DatasetIterator,
-           stopper: early_stopping.EarlyStopping | None):
+           stopper: early_stopping.Stopper | None):
     """Starts an async save of `state` at `step`, ranked by the validation metric."""
     segment = self.segments[index]
     if not bool(all_finite(state["params"])):

@@ -21,7 +21,7 @@ class Progress:
   schedule: list[dict]           # the whole schedule as JSON: a resume checks it is the same
   warm_start: dict | None        # where the run warm-started from (`resume.Start`)
   train_seconds: float           # training time so far, over every session
-  early_stopping: dict | None    # the segment's `EarlyStopping.to_json()`, if it has one
+  early_stopping: dict | None    # the segment's stopper's `to_json()`, if it has one
 
   def to_json(self) -> dict:
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -73,7 +73,8 @@ class Start:
   batches: grain.DatasetIterator | None = None
   warm_start: dict | None = None
   seconds_before: float = 0.0
-  stopper: early_stopping.EarlyStopping | None = None   # of the segment `step` lies inside
+  # The stopper of the segment `step` lies inside.
+  stopper: early_stopping.Stopper | None = None
 
 
 def restore(checkpoints: checkpoint.Checkpoints, identity: Identity, abstract_state,
@@ -121,9 +122,10 @@ def initialize(config: ml_collections.ConfigDict, model, txs: dict, abstract_sta
   """Steps 2 and 3: a warm start from config.init_from if set (a run on this data, by
   `identity`), else fresh parameters."""
   init_rng = jax.random.key(config.seed)
+  num_components = early_stopping.stopped_apart(config, model)
   if not config.init_from:
     # Created where it lives: a row-sharded table is never whole on one device.
-    init = jax.jit(lambda rng: train_state.init_state(model.init(rng), txs),
+    init = jax.jit(lambda rng: train_state.init_state(model.init(rng), txs, num_components),
                    out_shardings=jax.tree.map(lambda a: a.sharding, abstract_state))
     return Start(init(init_rng))
   source = checkpoint.run_folder_of(config.init_from)
@@ -131,7 +133,7 @@ def initialize(config: ml_collections.ConfigDict, model, txs: dict, abstract_sta
     identity.check_data(os.path.join(source, rundir.DATA_FINGERPRINT), "Warm starting from")
   params, warm = warm_start(config, model, model.init(init_rng))
   print(f"Warm start: {', '.join(warm['loaded'])} from {warm['path']}.")
-  return Start(train_state.init_state(params, txs), warm_start=warm)
+  return Start(train_state.init_state(params, txs, num_components), warm_start=warm)
 
 
 class Saver:
@@ -149,7 +151,7 @@ class Saver:
     return self.seconds_before + time.time() - self.session_start
 
   def save(self, step: int, index: int, segment: schedule.Segment, state,
-           iterator: grain.DatasetIterator, stopper: early_stopping.EarlyStopping | None,
+           iterator: grain.DatasetIterator, stopper: early_stopping.Stopper | None,
            metrics: dict | None):
     """Starts an async save at `step`, inside segment `index`; `metrics` rank it."""
     progress = progress_lib.Progress(

@@ -8,7 +8,9 @@ Regularisation (phases.<p>): `dropout` drops that share of the networks' inputs 
 looked-up embeddings and dense features) in training updates, with a key drawn from `seed`
 and the step, so a resumed run draws the same masks. An update made with `frozen_scenes`
 (MTMS: scene names; a run with scenes added, runs/add_scene.py) keeps the tables' rows and
-tower slices of those scenes' components as they were (`freezing.keep_frozen`).
+tower slices of those scenes' components as they were (`freezing.keep_frozen`). With
+`early_stopping.per_component` (MTMS's embedding phase), the components that the state's
+(C,) 'active' mask marks stopped are kept as they were the same way (train/early_stopping.py).
 """
 
 from __future__ import annotations
@@ -73,16 +75,18 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str,
   loss_from_rows, loss_from_tables = make_losses(model, phase, phase_config, seed, axis_name)
   frozen = freezing.scene_indices(model, phase, frozen_scenes)
   row_wise = make_row_wise(model, tx, phase, loss_from_rows, axis_name)
+  per_component = phase_config.early_stopping.get("per_component", False)
 
   def update(state: train_state.State, batch) -> tuple[train_state.State, dict]:
     params, opt_state, step = state["params"], state["opt"][phase], state["step"]
     lr_scale = 1.0 if tx.lr_schedule is None else tx.lr_schedule(opt_state["count"])
+    touched = None             # the table rows the update can change; None: any
     if tx.dense_tables:
       (loss, task_losses), grads = jax.value_and_grad(loss_from_tables, has_aux=True)(
           params, batch, step)
       dense = params
     else:
-      (loss, task_losses), grads, dense, tables, opt_state = row_wise(
+      (loss, task_losses), grads, dense, tables, opt_state, touched = row_wise(
           params, opt_state, batch, step, lr_scale)
     grads, loss, task_losses = sum_devices((grads, loss, task_losses), axis_name)
     updates, dense_opt = tx.dense.update(grads, opt_state["dense"], dense)
@@ -94,8 +98,10 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str,
     params = update_statistics(model, phase, state["params"], params, batch, axis_name)
     if frozen:
       params = freezing.keep_frozen(model, frozen, state["params"], params)
+    if per_component:
+      params = freezing.keep_stopped(model, state["active"], state["params"], params, touched)
     opt_state = {**opt_state, "dense": dense_opt, "count": opt_state["count"] + 1}
-    new_state = {"params": params, "opt": {**state["opt"], phase: opt_state},
+    new_state = {**state, "params": params, "opt": {**state["opt"], phase: opt_state},
                  "step": step + 1}
     measurements = {"loss": loss, **{f"loss_{k}": v for k, v in task_losses.items()}}
     return new_state, measurements
@@ -135,7 +141,8 @@ def make_row_wise(model, tx: optim.PhaseOptimizer, phase: str, loss_from_rows,
                   axis_name: str | None):
   """The row-wise half of an update: `(params, opt_state, batch, step, lr_scale) ->
   ((loss, task losses), gradients of the params but the tables, those params, the tables
-  updated from their gathered rows' gradients, opt_state with their new state)`."""
+  updated from their gathered rows' gradients, opt_state with their new state, the row
+  indices of every device's batch: the only table rows the update changes)`."""
 
   def row_wise(params, opt_state, batch, step, lr_scale):
     tables = params["embedding"]["tables"]
@@ -154,7 +161,7 @@ def make_row_wise(model, tx: optim.PhaseOptimizer, phase: str, loss_from_rows,
       tables, table_state = sparse.apply_tables(tx.tables, tables, opt_state["tables"],
                                                 index, row_grads, lr_scale)
       opt_state = {**opt_state, "tables": table_state}
-    return (loss, task_losses), grads, dense, tables, opt_state
+    return (loss, task_losses), grads, dense, tables, opt_state, index
 
   return row_wise
 

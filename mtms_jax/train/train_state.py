@@ -1,4 +1,6 @@
-"""The train state: a plain dict pytree {'params', 'opt': {phase: optimizer state}, 'step'}.
+"""The train state: a plain dict pytree {'params', 'opt': {phase: optimizer state}, 'step'},
+and 'active', a (C,) mask of the components still training, in a run whose embedding phase
+stops its C components apart (train/early_stopping.py `ComponentStopping`).
 
 The row-wise optimizers keep an `owner` scratch array (embedding/sparse.py) that means
 nothing across steps; checkpoints hold the state without it.
@@ -16,10 +18,15 @@ from mtms_jax.embedding import sparse
 State = dict[str, Any]
 
 
-def init_state(params, txs: dict[str, optim.PhaseOptimizer]) -> State:
-  return {"params": params,
-          "opt": {phase: tx.init(params) for phase, tx in txs.items()},
-          "step": jnp.zeros((), jnp.int32)}
+def init_state(params, txs: dict[str, optim.PhaseOptimizer], num_components: int = 0
+               ) -> State:
+  """num_components: > 0 adds the 'active' mask of that many components, all training."""
+  state = {"params": params,
+           "opt": {phase: tx.init(params) for phase, tx in txs.items()},
+           "step": jnp.zeros((), jnp.int32)}
+  if num_components:
+    state["active"] = jnp.ones((num_components,), bool)
+  return state
 
 
 def without_scratch(state: State) -> State:

@@ -106,8 +106,9 @@ def assemble(config: ml_collections.ConfigDict, schema: FeatureSchema, days: val
   segments = schedule.make_schedule(config, {d: len(ds) for d, ds in days.train.items()})
   phase_total = {p: sum(s.steps for s in segments if s.phase == p) for p in config.schedule.order}
   txs = optim.make_phase_txs(config, model, jax.eval_shape(model.init, init_rng), phase_total)
-  abstract_state = jax.eval_shape(lambda rng: train_state.init_state(model.init(rng), txs),
-                                  init_rng)
+  num_components = early_stopping.stopped_apart(config, model)
+  abstract_state = jax.eval_shape(
+      lambda rng: train_state.init_state(model.init(rng), txs, num_components), init_rng)
   parallel.check_tables(plan, abstract_state["params"])
   shardings = parallel.state_shardings(plan, abstract_state)
   update_fns = {phase: parallel.compile_update(
@@ -120,8 +121,7 @@ def assemble(config: ml_collections.ConfigDict, schema: FeatureSchema, days: val
   evaluator = validation.Evaluator.of(config, model, days.val)
   return Parts(model, segments, txs, shardings,
                parallel.with_shardings(abstract_state, shardings), update_fns, batches,
-               evaluator, early_stopping.Policy(config.phases, model.phases,
-                                                evaluator.phase_score),
+               evaluator, early_stopping.Policy.of(config, model, evaluator.phase_score),
                resume.Identity.of(config, schema, segments, data_fingerprint))
 
 
