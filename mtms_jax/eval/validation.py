@@ -105,8 +105,9 @@ def component_metric(metric: str) -> str:
 
 def component_score(report: Mapping[str, float], metric: str, scene: str,
                     tasks: tuple[str, ...]) -> float:
-  """A component's early-stopping score, on its own scene's validation rows and its own
-  tasks (one with sharing 'none', the scene's with 'tasks'): metric 'loss' is the sum of
+  """A component's early-stopping score, on the validation rows and tasks it serves (its
+  scene's and one task with sharing 'none', the scene's tasks with 'tasks', every row and
+  task with 'all': scene 'all'): metric 'loss' is the sum of
   its tasks' mean log losses (CVR on clicked rows), a metric '<split>/<scene>/<task>/<m>'
   the mean of its tasks' <m>."""
   values = [report[f"val/{scene}/{task}/{component_metric(metric)}"] for task in tasks]
@@ -129,7 +130,8 @@ class Evaluator:
     """The evaluator of `model` trained by `config`'s schedule."""
     components = ()
     if early_stopping.stopped_apart(config, model):
-      components = tuple((rows.schema.scenes[s], tasks) for s, tasks in model.component_owners())
+      components = tuple(("all" if s is None else rows.schema.scenes[s], tasks)
+                         for s, tasks in model.component_owners())
     return cls(rows, config.phases, config.eval_batch_size,
                prediction.make_predict_fn(model, prediction.prediction_phases(config, model)),
                {phase: prediction.make_predict_fn(model, phase)

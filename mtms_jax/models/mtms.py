@@ -168,10 +168,11 @@ class Model:
     selected = np.isin(np.arange(self.layout.num_components), self.components_of_scenes(scenes))
     return self.component_masks(embedding_params, selected)
 
-  def component_owners(self) -> list[tuple[int, tuple[str, ...]]]:
+  def component_owners(self) -> list[tuple[int | None, tuple[str, ...]]]:
     """(scene index, its tasks) of each component: one task with sharing 'none', the
-    scene's tasks with 'tasks'; UserError with 'all', where no scene has its own."""
-    self.check_scenes_apart(self.config)
+    scene's tasks with 'tasks'; with 'all' the one component serves every scene (None)."""
+    if self.config.sharing == "all":
+      return [(None, tuple(self.tasks))]
     owners = {}
     for s in range(self.num_scenes):
       for t, task in enumerate(self.tasks):

@@ -236,15 +236,12 @@ def stopped_apart(config: ml_collections.ConfigDict, model) -> int:
 def check_per_component(model_class, model_config: ml_collections.ConfigDict, phase: str,
                         where: str):
   """UserError unless `phase` of a run (`where`: its config key) trains parameters of the
-  model's components alone: MTMS's embedding phase, with a component per scene or per
-  (scene, task)."""
+  model's components alone: MTMS's embedding phase (with sharing 'all' its one component
+  stops as the phase would, scored on every row and task it serves)."""
   key = f"{where}.phases.{phase}.early_stopping.per_component=True"
   if not hasattr(model_class, "component_owners"):
     raise UserError(f"{key}: model {model_config.name!r} has no per-component parameters "
                     "(MTMS only); set it False")
-  if model_config.sharing == "all":
-    raise UserError(f"{key}: {where}.model.sharing='all' gives every scene and task one "
-                    "component; use sharing 'none' or 'tasks', or set it False")
   if tuple(model_class.phases[phase]) != ("embedding",):
     raise UserError(f"{key}: phase {phase!r} trains {list(model_class.phases[phase])}, "
                     "which every component shares; only the embedding phase stops apart")

@@ -98,7 +98,9 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str,
     params = update_statistics(model, phase, state["params"], params, batch, axis_name)
     if frozen:
       params = freezing.keep_frozen(model, frozen, state["params"], params)
-    if per_component:
+    # A state without the 'active' mask (train_state.init_state without components) has
+    # every component training: nothing to put back.
+    if per_component and "active" in state:
       params = freezing.keep_stopped(model, state["active"], state["params"], params, touched)
     opt_state = {**opt_state, "dense": dense_opt, "count": opt_state["count"] + 1}
     new_state = {**state, "params": params, "opt": {**state["opt"], phase: opt_state},

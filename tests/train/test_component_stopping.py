@@ -41,7 +41,8 @@ def _shifted(params, by):
 def test_component_masks_cover_every_embedding_parameter_once(tiny_data):
   for sharing, expected in (("none", [(0, ("ctr",)), (0, ("cvr",)), (1, ("ctr",)),
                                       (1, ("cvr",))]),
-                            ("tasks", [(0, ("ctr", "cvr")), (1, ("ctr", "cvr"))])):
+                            ("tasks", [(0, ("ctr", "cvr")), (1, ("ctr", "cvr"))]),
+                            ("all", [(None, ("ctr", "cvr"))])):
     _, model = _model(tiny_data, sharing)
     assert model.component_owners() == expected
     params = model.init(jax.random.key(0))
@@ -188,18 +189,29 @@ def test_component_stopped_run_resumes_exactly(stopped_run, tmp_path, monkeypatc
     assert (tmp_path / name).read_text() == (workdir / name).read_text(), name
 
 
-@pytest.mark.parametrize("key, value, match", [
-    ("model.sharing", "all", "per_component=True: config.model.sharing='all'"),
-    ("phases.ranking.early_stopping.per_component", True,
-     "phases.ranking.early_stopping.per_component=True: phase 'ranking' trains"),
-])
-def test_per_component_where_no_components_train_apart_is_refused(key, value, match):
+def test_per_component_of_the_ranking_phase_is_refused():
   config = common.base_config()
-  config.phases.embedding.early_stopping.per_component = True
-  section, name = key.rsplit(".", 1)
-  functools.reduce(lambda c, k: c[k], section.split("."), config)[name] = value
-  with pytest.raises(UserError, match=match):
+  config.phases.ranking.early_stopping.per_component = True
+  with pytest.raises(UserError, match="phases.ranking.early_stopping.per_component=True: "
+                     "phase 'ranking' trains"):
     config_checks.check(config)
+
+
+def test_with_one_shared_component_it_stops_on_every_row_and_task(tmp_path):
+  """sharing 'all' (one component for every scene and task, at the per_component default):
+  the component is scored on every validation row, the sum of its tasks' log losses."""
+  config = common.base_config("smoke")
+  config.model.sharing = "all"
+  assert config.phases.embedding.early_stopping.per_component
+  config_checks.check(config)
+  trainer.train_and_evaluate(config, str(tmp_path))
+  lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  scored = [x for x in lines if x["phase"] == "early_stopping" and "val/embedding/loss" in x]
+  assert scored
+  for x in scored:
+    total = x["val/embedding/all/ctr+cvr/logloss"]
+    assert np.isfinite(total) and total > 0
+    assert not any(k.startswith("val/embedding/scene") for k in x)   # no scene's own score
 
 
 def test_per_component_of_a_joint_model_is_refused():
