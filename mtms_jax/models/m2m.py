@@ -45,8 +45,9 @@ from mtms_jax.models.layers import MLP, Dense
 
 class MetaDense(nn.Module):
   """A dense layer whose kernel and bias the meta unit generates from each scene's
-  representation: [h, constant] (B, N, I + C), scene_repr (S, K), select (B, S) one-hot
-  -> (B, N, J).
+  representation: [h, constant] (B, N, I + C), scene_repr (S, K), select (B, S) one-hot ->
+  (h times its scene's kernel (B, N, J), its scene's bias (B, 1, J)); the layer's output
+  is their sum, which the meta attention takes apart (`Network`).
 
   constant (C,), the same for every example (the attention's task vector), is optional: its
   rows of each scene's kernel give a per-scene vector that joins the bias, so the batch
@@ -60,7 +61,7 @@ class MetaDense(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array, scene_repr: jax.Array, select: jax.Array,
-               constant: jax.Array | None = None) -> jax.Array:
+               constant: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     (batch, n, width), num_scenes, fan_out = h.shape, scene_repr.shape[0], self.features
     fan_in = width + (0 if constant is None else constant.shape[0])
     init = nn.initializers.variance_scaling(1.0 / fan_in, "fan_in", "normal")
@@ -73,9 +74,25 @@ class MetaDense(nn.Module):
       bias = bias + jnp.einsum("c,scj->sj", constant, kernel[:, width:])
     y = layers.matmul(h.reshape(batch * n, width),
                       kernel[:, :width].transpose(1, 0, 2).reshape(width, num_scenes * fan_out))
-    y = y.reshape(batch, n, num_scenes, fan_out) + bias
     # A multiply and a sum: as an einsum, XLA:CPU runs B tiny batched dots.
-    return jnp.sum(y * select[:, None, :, None], axis=2)
+    y = jnp.sum(y.reshape(batch, n, num_scenes, fan_out) * select[:, None, :, None], axis=2)
+    return y, (select @ bias)[:, None]
+
+
+def shift_free_relu(y: jax.Array, c: jax.Array) -> jax.Array:
+  """relu(y + c) less relu(max_i y_i + c), for y (B, E, J) and c (B, 1, J): the attention's
+  units before its softmax over the E experts, which drops the second term (the same for
+  every expert).
+
+  What the term removes is c's gradient where every expert's unit is active (or none is):
+  there it is exactly 0, as the softmax makes it, where relu(y + c) alone gives float noise
+  of a sum over experts that cancels, which differs with the batch's layout over devices and
+  which Adam, dividing by the gradient's size, turns into steps of the learning rate. So c
+  is broadcast once: its two terms' gradients cancel element by element, before the sum.
+  The max takes no gradient (the second term's gradient is 0 to the softmax in any case).
+  """
+  c = jnp.broadcast_to(c, y.shape)
+  return nn.relu(y + c) - nn.relu(jax.lax.stop_gradient(jnp.max(y, axis=1, keepdims=True)) + c)
 
 
 class Network(nn.Module):
@@ -99,13 +116,15 @@ class Network(nn.Module):
     logits = []
     for task in self.tasks:
       task_repr = self.param(f"{task}_repr", nn.initializers.normal(1.0), (width,))
-      scores = nn.relu(MetaDense(width, name=f"{task}_attention")(
-          experts, scene_repr, select, constant=task_repr))                     # of [e_i, task]
+      y, c = MetaDense(width, name=f"{task}_attention")(experts, scene_repr, select,
+                                                        constant=task_repr)
+      scores = shift_free_relu(y, c)                                            # of [e_i, task]
       v = self.param(f"{task}_attention_v", nn.initializers.lecun_normal(), (width, 1))
       alpha = nn.softmax((scores @ v)[..., 0], axis=-1)                          # (B, E)
       h = jnp.sum(alpha[..., None] * experts, axis=1, keepdims=True)            # r_t
       for j in range(self.tower_layers):
-        h = nn.relu(MetaDense(width, name=f"{task}_meta{j}")(h, scene_repr, select) + h)
+        y, c = MetaDense(width, name=f"{task}_meta{j}")(h, scene_repr, select)
+        h = nn.relu(y + c + h)
       logits.append(MLP(tuple(self.tower_hidden) + (1,), name=task)(h[:, 0])[:, 0])
     return tuple(logits)
 
