@@ -16,7 +16,9 @@ width, K scene representation width, T tasks.
   U, V0, U0 shared by every scene; an example goes through its own scene's kernel.
 - Meta attention, per task t: a_i = relu(Meta_t([e_i, task_t])) v_t, alpha = softmax_i(a),
   r_t = sum_i alpha_i e_i (B, H). task_t is a learned (H,) vector: the paper's MLP of a task
-  embedding, a constant per task, is any vector a parameter can be.
+  embedding, a constant per task, is any vector a parameter can be. The units are taken
+  less the first expert's, which the softmax drops (`shift_free_relu`: it makes the
+  gradient of the bias path exactly 0 where the softmax makes it 0).
 - Meta tower, per task: tower_layers residual meta layers h = relu(Meta(h) + h) from r_t,
   then an MLP of tower_hidden widths to the logit.
 
@@ -24,6 +26,9 @@ Each example is multiplied by every scene's generated kernel and keeps its own (
 of S * J columns): S times the FLOPs of one layer, cheap for the few scenes of our data
 sets. The attention's pairs [e_i, task_t] have task_t's half constant, folded into a
 per-scene bias, so its FLOPs are E * H * S * H an example and task, not E * 2H * S * H.
+Most FLOPs are the experts' (MMoE's); the attention and towers are narrow layers, whose time
+on a CPU goes to passes over (B, E, H) arrays more than to FLOPs, so `MetaDense` takes the
+scene's columns by slices, not by a sum over a scene axis.
 
 config.model: num_experts (reference 8), expert_hidden (widths of each expert, reference
 (16,)), scene_dim (K, reference 8), tower_layers (meta layers of each tower, reference 1),
@@ -72,27 +77,30 @@ class MetaDense(nn.Module):
     self.sow("intermediates", "bias", bias)
     if constant is not None:
       bias = bias + jnp.einsum("c,scj->sj", constant, kernel[:, width:])
-    y = layers.matmul(h.reshape(batch * n, width),
-                      kernel[:, :width].transpose(1, 0, 2).reshape(width, num_scenes * fan_out))
-    # A multiply and a sum: as an einsum, XLA:CPU runs B tiny batched dots.
-    y = jnp.sum(y.reshape(batch, n, num_scenes, fan_out) * select[:, None, :, None], axis=2)
+    # A plain matmul: for these narrow layers layers.matmul's weight-gradient rule is slower.
+    y = h.reshape(batch * n, width) @ kernel[:, :width].transpose(1, 0, 2).reshape(
+        width, num_scenes * fan_out)
+    y = y.reshape(batch, n, num_scenes, fan_out)
+    # Each scene's slice times its column of select, summed: elementwise over J, which
+    # XLA:CPU runs faster than a sum over the scene axis (and than an einsum, B tiny dots).
+    y = sum(y[:, :, s] * select[:, s, None, None] for s in range(num_scenes))
     return y, (select @ bias)[:, None]
 
 
 def shift_free_relu(y: jax.Array, c: jax.Array) -> jax.Array:
-  """relu(y + c) less relu(max_i y_i + c), for y (B, E, J) and c (B, 1, J): the attention's
-  units before its softmax over the E experts, which drops the second term (the same for
-  every expert).
+  """relu(y + c) less relu(y_0 + c), for y (B, E, J) and c (B, 1, J): the attention's units
+  before its softmax over the E experts, which drops the second term (the same for every
+  expert; y_0 is the first expert's).
 
   What the term removes is c's gradient where every expert's unit is active (or none is):
   there it is exactly 0, as the softmax makes it, where relu(y + c) alone gives float noise
   of a sum over experts that cancels, which differs with the batch's layout over devices and
   which Adam, dividing by the gradient's size, turns into steps of the learning rate. So c
   is broadcast once: its two terms' gradients cancel element by element, before the sum.
-  The max takes no gradient (the second term's gradient is 0 to the softmax in any case).
+  y_0 takes no gradient through the second term (which is 0 to the softmax in any case).
   """
   c = jnp.broadcast_to(c, y.shape)
-  return nn.relu(y + c) - nn.relu(jax.lax.stop_gradient(jnp.max(y, axis=1, keepdims=True)) + c)
+  return nn.relu(y + c) - nn.relu(jax.lax.stop_gradient(y[:, :1]) + c)
 
 
 class Network(nn.Module):
@@ -121,7 +129,7 @@ class Network(nn.Module):
       scores = shift_free_relu(y, c)                                            # of [e_i, task]
       v = self.param(f"{task}_attention_v", nn.initializers.lecun_normal(), (width, 1))
       alpha = nn.softmax((scores @ v)[..., 0], axis=-1)                          # (B, E)
-      h = jnp.sum(alpha[..., None] * experts, axis=1, keepdims=True)            # r_t
+      h = jnp.einsum("be,beh->bh", alpha, experts)[:, None]                   # r_t (B, 1, H)
       for j in range(self.tower_layers):
         y, c = MetaDense(width, name=f"{task}_meta{j}")(h, scene_repr, select)
         h = nn.relu(y + c + h)
