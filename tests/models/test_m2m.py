@@ -92,13 +92,18 @@ def test_m2m_trains_exports_and_serves(trained_and_served):
   assert np.isfinite([results["test/all/ctr/auc"], results["test/all/cvr/auc"]]).all()
 
 
+def attention_inputs(batch=32, experts=8, width=16):
+  """Units y (B, E, J), score vector v (J,) and loss weights (B, E) of one task's attention."""
+  return (jax.random.normal(jax.random.key(0), (batch, experts, width)),
+          jax.random.normal(jax.random.key(1), (width,)),
+          jax.random.normal(jax.random.key(2), (batch, experts)))
+
+
 @pytest.mark.parametrize("shift", [10.0, -10.0])
 def test_attention_bias_gradient_is_exactly_zero_where_no_expert_unit_differs(shift):
   # Every expert's unit active (c = +10) or none (c = -10): the softmax over experts does
   # not depend on c, and its gradient is exactly 0, not float noise that Adam would amplify.
-  y = jax.random.normal(jax.random.key(0), (32, 8, 16))
-  v, weights = jax.random.normal(jax.random.key(1), (16,)), jax.random.normal(
-      jax.random.key(2), (32, 8))
+  y, v, weights = attention_inputs()
 
   def loss(c, units):
     return jnp.sum(jax.nn.softmax(units(y, c) @ v, axis=-1) * weights)
@@ -108,10 +113,8 @@ def test_attention_bias_gradient_is_exactly_zero_where_no_expert_unit_differs(sh
 
 
 def test_attention_units_give_the_softmax_and_gradient_of_relu():
-  y = jax.random.normal(jax.random.key(0), (32, 8, 16))
+  y, v, weights = attention_inputs()
   c = jax.random.normal(jax.random.key(3), (32, 1, 16))
-  v, weights = jax.random.normal(jax.random.key(1), (16,)), jax.random.normal(
-      jax.random.key(2), (32, 8))
 
   def softmax(y, c, units):
     return jax.nn.softmax(units(y, c) @ v, axis=-1)
