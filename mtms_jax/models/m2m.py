@@ -28,7 +28,7 @@ sets. The attention's pairs [e_i, task_t] have task_t's half constant, folded in
 per-scene bias, so its FLOPs are E * H * S * H an example and task, not E * 2H * S * H.
 Most FLOPs are the experts' (MMoE's); the attention and towers are narrow layers, whose time
 on a CPU goes to passes over (B, E, H) arrays more than to FLOPs, so `MetaDense` takes the
-scene's columns by slices, not by a sum over a scene axis.
+scene's columns by slices (up to MAX_SLICED_SCENES scenes), not by a sum over a scene axis.
 
 config.model: num_experts (reference 8), expert_hidden (widths of each expert, reference
 (16,)), scene_dim (K, reference 8), tower_layers (meta layers of each tower, reference 1),
@@ -46,6 +46,9 @@ import ml_collections
 
 from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import MLP, Dense
+
+# Up to this many scenes MetaDense sums the scenes' slices, beyond it sums over their axis.
+MAX_SLICED_SCENES = 4
 
 
 class MetaDense(nn.Module):
@@ -80,11 +83,13 @@ class MetaDense(nn.Module):
     # A plain matmul: for these narrow layers layers.matmul's weight-gradient rule is slower.
     y = h.reshape(batch * n, width) @ kernel[:, :width].transpose(1, 0, 2).reshape(
         width, num_scenes * fan_out)
-    y = y.reshape(batch, n, num_scenes, fan_out)
-    # Each scene's slice times its column of select, summed: elementwise over J, which
-    # XLA:CPU runs faster than a sum over the scene axis (and than an einsum, B tiny dots).
-    y = sum(y[:, :, s] * select[:, s, None, None] for s in range(num_scenes))
-    return y, (select @ bias)[:, None]
+    y = y.reshape(batch, n, num_scenes, fan_out) * select[:, None, :, None]
+    # For a few scenes, the scenes' slices summed: elementwise over J, which XLA:CPU runs
+    # faster than a sum over the scene axis (and than an einsum, B tiny dots); for many,
+    # the slices' ops would outweigh it (S = 100: 4x slower, 13 s to compile).
+    if num_scenes <= MAX_SLICED_SCENES:
+      return sum(y[:, :, s] for s in range(num_scenes)), (select @ bias)[:, None]
+    return jnp.sum(y, axis=2), (select @ bias)[:, None]
 
 
 def shift_free_relu(y: jax.Array, c: jax.Array) -> jax.Array:
