@@ -16,7 +16,9 @@ width, K scene representation width, T tasks.
   U, V0, U0 shared by every scene; an example goes through its own scene's kernel.
 - Meta attention, per task t: a_i = relu(Meta_t([e_i, task_t])) v_t, alpha = softmax_i(a),
   r_t = sum_i alpha_i e_i (B, H). task_t is a learned (H,) vector: the paper's MLP of a task
-  embedding, a constant per task, is any vector a parameter can be.
+  embedding, a constant per task, is any vector a parameter can be. The units are taken
+  less the first expert's, which the softmax drops (`shift_free_relu`: it makes the
+  gradient of the bias path exactly 0 where the softmax makes it 0).
 - Meta tower, per task: tower_layers residual meta layers h = relu(Meta(h) + h) from r_t,
   then an MLP of tower_hidden widths to the logit.
 
@@ -24,6 +26,9 @@ Each example is multiplied by every scene's generated kernel and keeps its own (
 of S * J columns): S times the FLOPs of one layer, cheap for the few scenes of our data
 sets. The attention's pairs [e_i, task_t] have task_t's half constant, folded into a
 per-scene bias, so its FLOPs are E * H * S * H an example and task, not E * 2H * S * H.
+Most FLOPs are the experts' (MMoE's); the attention and towers are narrow layers, whose time
+on a CPU goes to passes over (B, E, H) arrays more than to FLOPs, so `MetaDense` takes the
+scene's columns by slices (up to MAX_SLICED_SCENES scenes), not by a sum over a scene axis.
 
 config.model: num_experts (reference 8), expert_hidden (widths of each expert, reference
 (16,)), scene_dim (K, reference 8), tower_layers (meta layers of each tower, reference 1),
@@ -42,11 +47,15 @@ import ml_collections
 from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import MLP, Dense
 
+# Up to this many scenes MetaDense sums the scenes' slices, beyond it sums over their axis.
+MAX_SLICED_SCENES = 4
+
 
 class MetaDense(nn.Module):
   """A dense layer whose kernel and bias the meta unit generates from each scene's
-  representation: [h, constant] (B, N, I + C), scene_repr (S, K), select (B, S) one-hot
-  -> (B, N, J).
+  representation: [h, constant] (B, N, I + C), scene_repr (S, K), select (B, S) one-hot ->
+  (h times its scene's kernel (B, N, J), its scene's bias (B, 1, J)); the layer's output
+  is their sum, which the meta attention takes apart (`Network`).
 
   constant (C,), the same for every example (the attention's task vector), is optional: its
   rows of each scene's kernel give a per-scene vector that joins the bias, so the batch
@@ -60,7 +69,7 @@ class MetaDense(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array, scene_repr: jax.Array, select: jax.Array,
-               constant: jax.Array | None = None) -> jax.Array:
+               constant: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     (batch, n, width), num_scenes, fan_out = h.shape, scene_repr.shape[0], self.features
     fan_in = width + (0 if constant is None else constant.shape[0])
     init = nn.initializers.variance_scaling(1.0 / fan_in, "fan_in", "normal")
@@ -71,11 +80,32 @@ class MetaDense(nn.Module):
     self.sow("intermediates", "bias", bias)
     if constant is not None:
       bias = bias + jnp.einsum("c,scj->sj", constant, kernel[:, width:])
-    y = layers.matmul(h.reshape(batch * n, width),
-                      kernel[:, :width].transpose(1, 0, 2).reshape(width, num_scenes * fan_out))
-    y = y.reshape(batch, n, num_scenes, fan_out) + bias
-    # A multiply and a sum: as an einsum, XLA:CPU runs B tiny batched dots.
-    return jnp.sum(y * select[:, None, :, None], axis=2)
+    # A plain matmul: for these narrow layers layers.matmul's weight-gradient rule is slower.
+    y = h.reshape(batch * n, width) @ kernel[:, :width].transpose(1, 0, 2).reshape(
+        width, num_scenes * fan_out)
+    y = y.reshape(batch, n, num_scenes, fan_out) * select[:, None, :, None]
+    # For a few scenes, the scenes' slices summed: elementwise over J, which XLA:CPU runs
+    # faster than a sum over the scene axis (and than an einsum, B tiny dots); for many,
+    # the slices' ops would outweigh it (S = 100: 4x slower, 13 s to compile).
+    if num_scenes <= MAX_SLICED_SCENES:
+      return sum(y[:, :, s] for s in range(num_scenes)), (select @ bias)[:, None]
+    return jnp.sum(y, axis=2), (select @ bias)[:, None]
+
+
+def shift_free_relu(y: jax.Array, c: jax.Array) -> jax.Array:
+  """relu(y + c) less relu(y_0 + c), for y (B, E, J) and c (B, 1, J): the attention's units
+  before its softmax over the E experts, which drops the second term (the same for every
+  expert; y_0 is the first expert's).
+
+  What the term removes is c's gradient where every expert's unit is active (or none is):
+  there it is exactly 0, as the softmax makes it, where relu(y + c) alone gives float noise
+  of a sum over experts that cancels, which differs with the batch's layout over devices and
+  which Adam, dividing by the gradient's size, turns into steps of the learning rate. So c
+  is broadcast once: its two terms' gradients cancel element by element, before the sum.
+  y_0 takes no gradient through the second term (which is 0 to the softmax in any case).
+  """
+  c = jnp.broadcast_to(c, y.shape)
+  return nn.relu(y + c) - nn.relu(jax.lax.stop_gradient(y[:, :1]) + c)
 
 
 class Network(nn.Module):
@@ -99,13 +129,15 @@ class Network(nn.Module):
     logits = []
     for task in self.tasks:
       task_repr = self.param(f"{task}_repr", nn.initializers.normal(1.0), (width,))
-      scores = nn.relu(MetaDense(width, name=f"{task}_attention")(
-          experts, scene_repr, select, constant=task_repr))                     # of [e_i, task]
+      y, c = MetaDense(width, name=f"{task}_attention")(experts, scene_repr, select,
+                                                        constant=task_repr)
+      scores = shift_free_relu(y, c)                                            # of [e_i, task]
       v = self.param(f"{task}_attention_v", nn.initializers.lecun_normal(), (width, 1))
       alpha = nn.softmax((scores @ v)[..., 0], axis=-1)                          # (B, E)
-      h = jnp.sum(alpha[..., None] * experts, axis=1, keepdims=True)            # r_t
+      h = jnp.einsum("be,beh->bh", alpha, experts)[:, None]                   # r_t (B, 1, H)
       for j in range(self.tower_layers):
-        h = nn.relu(MetaDense(width, name=f"{task}_meta{j}")(h, scene_repr, select) + h)
+        y, c = MetaDense(width, name=f"{task}_meta{j}")(h, scene_repr, select)
+        h = nn.relu(y + c + h)
       logits.append(MLP(tuple(self.tower_hidden) + (1,), name=task)(h[:, 0])[:, 0])
     return tuple(logits)
 

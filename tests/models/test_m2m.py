@@ -1,8 +1,11 @@
 """M2M (mtms_jax/models/m2m.py) against a NumPy implementation of the paper's equations."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from mtms_jax.models import m2m
 
 
 def relu(x):
@@ -87,3 +90,41 @@ def test_a_scenes_output_depends_on_its_own_representation(joint_inputs):
 def test_m2m_trains_exports_and_serves(trained_and_served):
   results = trained_and_served("m2m")
   assert np.isfinite([results["test/all/ctr/auc"], results["test/all/cvr/auc"]]).all()
+
+
+def attention_inputs(batch=32, experts=8, width=16):
+  """Units y (B, E, J), score vector v (J,) and loss weights (B, E) of one task's attention."""
+  return (jax.random.normal(jax.random.key(0), (batch, experts, width)),
+          jax.random.normal(jax.random.key(1), (width,)),
+          jax.random.normal(jax.random.key(2), (batch, experts)))
+
+
+@pytest.mark.parametrize("shift", [10.0, -10.0])
+def test_attention_bias_gradient_is_exactly_zero_where_no_expert_unit_differs(shift):
+  # Every expert's unit active (c = +10) or none (c = -10): the softmax over experts does
+  # not depend on c, and its gradient is exactly 0, not float noise that Adam would amplify.
+  y, v, weights = attention_inputs()
+
+  def loss(c, units):
+    return jnp.sum(jax.nn.softmax(units(y, c) @ v, axis=-1) * weights)
+
+  c = jnp.full((32, 1, 16), shift)
+  assert np.all(np.asarray(jax.grad(loss)(c, m2m.shift_free_relu)) == 0)
+
+
+def test_attention_units_give_the_softmax_and_gradient_of_relu():
+  y, v, weights = attention_inputs()
+  c = jax.random.normal(jax.random.key(3), (32, 1, 16))
+
+  def softmax(y, c, units):
+    return jax.nn.softmax(units(y, c) @ v, axis=-1)
+
+  def plain_units(y, c):
+    return jax.nn.relu(y + c)
+
+  np.testing.assert_allclose(softmax(y, c, m2m.shift_free_relu), softmax(y, c, plain_units),
+                             rtol=1e-6, atol=1e-7)
+  grads = [jax.grad(lambda y, c, units=units: jnp.sum(softmax(y, c, units) * weights),
+                    argnums=(0, 1))(y, c) for units in (m2m.shift_free_relu, plain_units)]
+  for got, want in zip(*grads):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
