@@ -32,7 +32,7 @@ SINGLE_RUNS = [name for name in EXPERIMENTS if "compare" not in _load(name)]
 def test_experiment_runs_and_writes_outputs(name, tmp_path, request):
   if name == "add_scene":       # the run tests/runs/test_add_scene.py checks, trained once
     tmp_path, _, results = request.getfixturevalue("added_run")
-  elif name in ("star", "pepnet"):   # also their models' tests' and test_parallel's runs
+  elif name in ("star", "pepnet", "m2m"):   # also their models' tests' and test_parallel's runs
     tmp_path, results = request.getfixturevalue("experiment_runs")(name)
   else:
     results = runs.run(_load(name), str(tmp_path))

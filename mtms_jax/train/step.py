@@ -75,7 +75,7 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str,
   loss_from_rows, loss_from_tables = make_losses(model, phase, phase_config, seed, axis_name)
   frozen = freezing.scene_indices(model, phase, frozen_scenes)
   row_wise = make_row_wise(model, tx, phase, loss_from_rows, axis_name)
-  per_component = phase_config.early_stopping.get("per_component", False)
+  per_component = phase_config.get("early_stopping", {}).get("per_component", False)
 
   def update(state: train_state.State, batch) -> tuple[train_state.State, dict]:
     params, opt_state, step = state["params"], state["opt"][phase], state["step"]
