@@ -47,9 +47,9 @@ from mtms_jax import errors, rundir  # noqa: E402
 from mtms_jax.data import describe, registry  # noqa: E402
 from mtms_jax.report import markdown  # noqa: E402
 from mtms_jax.runs import compare  # noqa: E402
+from mtms_jax.train import early_stopping  # noqa: E402
 
 MD, CSV = "regime_map.md", "regime_map.csv"
-HIGHER_IS_BETTER = {"auc": True, "mae": False}
 # The statistics that place a cell and the reference data set (data/describe.py).
 PLACING = ("item_ctr_correlation", "all_conversions_per_click")
 SIGNIFICANT = 0.05
@@ -65,7 +65,8 @@ def check(config: ml_collections.ConfigDict) -> None:
   errors.expect_choice("config.regime_map.subject", m.subject, tuple(config.compare.order))
   errors.expect(len(config.compare.order) > 1, "config.compare.order",
                 tuple(config.compare.order), "the subject and at least one other row")
-  errors.expect_choice("config.regime_map.metric", m.metric, tuple(HIGHER_IS_BETTER))
+  # A metric with a paired test (compare.TESTS): the map reports its p against the best.
+  errors.expect_choice("config.regime_map.metric", m.metric, tuple(compare.TESTS))
   for name in m.order:
     missing = {"row", "column", "kwargs"} - set(m.cells[name])
     if missing:
@@ -84,8 +85,7 @@ def cell_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Runs (or reuses) every cell's comparison, then writes the map's files."""
-  check(config)
-  compare.check(config)
+  check(config)                # each cell's comparison is checked by compare.run
   m = config.regime_map
   rundir.write_config(workdir, config)
   start = time.time()
@@ -120,7 +120,7 @@ def cell_summary(c: ml_collections.ConfigDict, summary: dict, task: str, metric:
   paired test's p and Welch's p over seeds, and mean train seconds of both."""
   key = f"test/{c.scene}/{task}/{metric}"
   others = [n for n in c.order if n != c.baseline]
-  sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+  sign = _sign(metric)
   best = max(others, key=lambda n: sign * summary[f"{n}/{key}_mean"])
   return {
       "subject_mean": summary[f"{c.baseline}/{key}_mean"],
@@ -134,6 +134,11 @@ def cell_summary(c: ml_collections.ConfigDict, summary: dict, task: str, metric:
       "subject_train_seconds": summary[f"{c.baseline}/train_seconds_mean"],
       "best_other_train_seconds": summary[f"{best}/train_seconds_mean"],
   }
+
+
+def _sign(metric: str) -> float:
+  """1 where a higher `metric` is better (AUC), -1 where lower is (MAE)."""
+  return 1.0 if early_stopping.metric_mode(metric, "auto") == "max" else -1.0
 
 
 def statistics(data_config: ml_collections.ConfigDict, item_field: str) -> dict[str, float]:
@@ -255,7 +260,7 @@ def heatmap(config: ml_collections.ConfigDict, out: dict, task: str, path: str) 
   m, c = config.regime_map, config.compare
   rows, columns = _axes(m)
   grid = np.full((len(rows), len(columns)), np.nan)
-  sign = 1.0 if HIGHER_IS_BETTER[m.metric] else -1.0
+  sign = _sign(m.metric)
   fig, ax = plt.subplots(figsize=(2.2 * len(columns) + 2.5, 0.9 * len(rows) + 1.6))
   for name in m.order:
     i, j = rows.index(m.cells[name].row), columns.index(m.cells[name].column)
