@@ -39,6 +39,8 @@ CASES = {
         ("quickstart", "model.name", "nope", "config.model.name='nope': no model"),
         ("quickstart", "model.aggregation", "max", "config.model.aggregation='max'"),
         ("quickstart", "model.scene_route", "fast", "config.model.scene_route='fast'"),
+        ("quickstart", "model.ranking_head", "each",
+         "config.model.ranking_head='each': expected one of ['scene', 'shared']"),
         ("quickstart", "model.ranking_hidden", (), "config.model.ranking_hidden=(): expected a"),
         ("quickstart", "model.tower_hidden", (8, 0), "config.model.tower_hidden=(8, 0)"),
         ("quickstart", "model.ranking_scenes", (-1,), "config.model.ranking_scenes=(-1,)"),

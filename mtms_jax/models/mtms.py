@@ -18,7 +18,8 @@ Phase 'ranking' (Fig. 2c) trains params['ranking'] with the embeddings frozen. E
 looks up its ids in K source components (B, K, F, D), the K component vectors are aggregated
 (config.aggregation: 'concat' -> K*W features, 'mean' -> W features), and an upper network
 shared across scenes, with a learned input bias and an output head per scene, predicts CTR
-and CVR. The sources (config.ranking_scenes):
+and CVR (config.ranking_head 'scene'; 'shared': one head for every scene). The sources
+(config.ranking_scenes):
   ()            every component, K = C: the paper's design; per-example cost grows with C.
   (s1, s2, ...) the example's own scene's components, then those of scenes s1, s2, ... in
                 that order (the own scene's twice if it is listed): K = (1 + len) * C / S,
@@ -52,6 +53,7 @@ from mtms_jax.schema import FeatureSchema
 
 SHARING = ("none", "tasks", "all")
 AGGREGATIONS = ("concat", "mean")
+RANKING_HEADS = ("scene", "shared")
 
 
 class Towers(nn.Module):
@@ -71,11 +73,13 @@ class Towers(nn.Module):
 
 
 class RankingNetwork(nn.Module):
-  """Upper network over aggregated embeddings: shared MLP, one head per scene (a logit per
-  task).
+  """Upper network over aggregated embeddings: shared MLP, then a head (a logit per task),
+  one per scene or one shared by every scene (`scene_head`).
 
   The scene enters as a learned bias of the first layer, gathered per example: the same
-  function as a one-hot scene input, without S input columns. With `residual`, the heads
+  function as a one-hot scene input, without S input columns. A shared head learns from
+  every scene's rows; a scene's own head only from that scene's, few for the small scenes
+  of long-tailed sizes. With `residual`, the heads
   start at 0 and their logits are added to the example's own embedding-phase tower logits
   (`base`): the phase starts from the towers' predictions and learns what aggregating every
   component adds to them.
@@ -85,6 +89,7 @@ class RankingNetwork(nn.Module):
   num_tasks: int
   residual: bool = False
   route: str = "auto"
+  scene_head: bool = True         # one head per scene, else one head for every scene
 
   @nn.compact
   def __call__(self, x, scene, base=None):
@@ -93,8 +98,12 @@ class RankingNetwork(nn.Module):
     x = nn.relu(Dense(self.hidden[0], name="input")(x) + scene_bias[scene])
     if len(self.hidden) > 1:
       x = nn.relu(MLP(tuple(self.hidden[1:]), name="mlp")(x))
-    logits = SceneMLP(self.num_scenes, (self.num_tasks,), zero_last=self.residual,
-                      route=self.route, name="head")(x, scene)
+    if self.scene_head:
+      logits = SceneMLP(self.num_scenes, (self.num_tasks,), zero_last=self.residual,
+                        route=self.route, name="head")(x, scene)
+    else:
+      init = nn.initializers.zeros if self.residual else nn.initializers.lecun_normal()
+      logits = nn.Dense(self.num_tasks, kernel_init=init, name="head")(x)
     if self.residual:
       logits = base + logits
     return tuple(logits[:, t] for t in range(self.num_tasks))
@@ -103,7 +112,7 @@ class RankingNetwork(nn.Module):
 class Model:
   """See the module docstring. config: sharing, tower_hidden, ranking_hidden, aggregation,
   ranking_scenes (optional, default ()), ranking_residual (optional, default False),
-  scene_route (optional, default 'auto': how examples meet their scene's weights, one of
+  ranking_head (optional, default 'scene': one head per scene; 'shared': one for all), scene_route (optional, default 'auto': how examples meet their scene's weights, one of
   layers.ROUTES)."""
 
   phases = {"embedding": ("embedding",), "ranking": ("ranking",)}
@@ -115,6 +124,8 @@ class Model:
     ranking scenes' upper bound is the data's number of scenes, checked in `__init__`."""
     errors.expect_choice(f"{where}.sharing", config.sharing, SHARING)
     errors.expect_choice(f"{where}.aggregation", config.aggregation, AGGREGATIONS)
+    errors.expect_choice(f"{where}.ranking_head", config.get("ranking_head", "scene"),
+                         RANKING_HEADS)
     errors.expect_choice(f"{where}.scene_route", config.get("scene_route", "auto"), ROUTES)
     layers.check_widths(config, where, "tower_hidden", "ranking_hidden",
                         allow_empty=("tower_hidden",))
@@ -139,7 +150,8 @@ class Model:
     self.towers = Towers(self.num_scenes, tuple(config.tower_hidden), self.tasks, route)
     self.residual = config.get("ranking_residual", False)
     self.ranker = RankingNetwork(self.num_scenes, tuple(config.ranking_hidden), len(self.tasks),
-                                 self.residual, route)
+                                 self.residual, route,
+                                 config.get("ranking_head", "scene") == "scene")
 
   def component(self, scene: jax.Array, task: int) -> jax.Array:
     """Component owning the tables of (scene, task)."""

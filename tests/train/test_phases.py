@@ -77,11 +77,14 @@ def test_moments_persist_across_alternation(setup):
   jax.tree.map(np.testing.assert_array_equal, moments, _copy(state["opt"]["embedding"]))
 
 
-@pytest.mark.parametrize("sharing, ranking_scenes", [("none", ()), ("none", (1,)),
-                                                     ("tasks", ()), ("all", ())])
-def test_residual_ranking_starts_at_the_embedding_towers(tiny_data, sharing, ranking_scenes):
+@pytest.mark.parametrize("sharing, ranking_scenes, head", [
+    ("none", (), "scene"), ("none", (1,), "scene"), ("tasks", (), "scene"),
+    ("all", (), "scene"), ("none", (), "shared"), ("none", (1,), "shared")])
+def test_residual_ranking_starts_at_the_embedding_towers(tiny_data, sharing, ranking_scenes,
+                                                         head):
   config = common.base_config("smoke")
-  config.model.update(sharing=sharing, ranking_scenes=ranking_scenes, ranking_residual=True)
+  config.model.update(sharing=sharing, ranking_scenes=ranking_scenes, ranking_residual=True,
+                      ranking_head=head)
   model = models.get_model(tiny_data.schema, config.model)
   params = model.init(jax.random.key(0))
   batch = next(pipeline.train_iterator(tiny_data.columns, 64, 1, seed=0))
@@ -90,6 +93,6 @@ def test_residual_ranking_starts_at_the_embedding_towers(tiny_data, sharing, ran
   for key in ("ctr_logit", "cvr_logit"):
     np.testing.assert_array_equal(ranking[key], towers[key])
   # Once the head moves off 0, the ranking network's own logits count.
-  params["ranking"]["head"]["kernel0"] = params["ranking"]["head"]["kernel0"] + 0.1
+  params["ranking"]["head"] = jax.tree.map(lambda w: w + 0.1, params["ranking"]["head"])
   moved = models.forward(model, params, batch, "ranking")
   assert (np.asarray(moved["ctr_logit"]) != np.asarray(towers["ctr_logit"])).any()
