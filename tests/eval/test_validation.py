@@ -222,7 +222,9 @@ def test_phases_can_read_their_own_share_of_each_day(tiny_data):
   config.phases.ranking.update(rows=(0.75, 1.0), min_steps=0)
   segments = schedule.make_schedule(config, {0: 4000, 1: 4000, 2: 4000})
   steps = {s.phase: s.steps for s in segments}
-  assert steps == {"embedding": math.ceil(3 * 3000 / 1024), "ranking": math.ceil(2 * 1000 / 1024)}
+  epochs = {p: config.phases[p].epochs for p in ("embedding", "ranking")}
+  assert steps == {"embedding": math.ceil(epochs["embedding"] * 3000 / 1024),
+                   "ranking": math.ceil(epochs["ranking"] * 1000 / 1024)}
   config.phases.ranking.min_steps = 200
   assert schedule.make_schedule(config, {0: 4000, 1: 4000, 2: 4000})[1].steps == 200
   config.phases.ranking.rows = (0.75, 0.5)
