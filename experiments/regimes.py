@@ -11,7 +11,7 @@ its defaults, 3 seeds), on the paper's protocol: a hot start (the embeddings pre
 HISTORY_DAYS history days), then the last 3 days trained in order, the next day tested.
 Writes regime_map.md / .csv / regime_map_<task>.png (MTMS minus the best other model, with
 DeLong's and the seeds test) and places MovieLens-100K (age scenes) beside the cells by its
-measured statistics. 78 min on the 2-core CPU at load 4-10 (README, When does MTMS win?).
+measured statistics. 53 min on a 2-core Intel Xeon at load 2-4 (README, When does MTMS win?).
 
 What a cell's knobs are:
   similarity s   the scenes' label effects correlate by s (scene_similarity), and their ids
@@ -64,7 +64,7 @@ CONVERSIONS = {"sparse": REGIMES["sparse_cvr"], "rich": REGIMES["rich_cvr"]}
 SCENE_COUNTS = (2, 10)
 MANY_SCENES = 100
 HISTORY_DAYS = 3
-# The map's 13 cells x 8 models x 3 seeds took 78 min on 2 cores at load 4-10.
+# The map's 13 cells x 8 models x 3 seeds took 53 min on 2 Intel cores at load 2-4 (78 on AMD, load 4-10).
 MAP_DATA = {"rows_per_day": 40_000, "num_days": 4, "history_days": HISTORY_DAYS,
             "embedding_dim": 16, "seed": 0}
 
