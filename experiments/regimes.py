@@ -64,7 +64,8 @@ CONVERSIONS = {"sparse": REGIMES["sparse_cvr"], "rich": REGIMES["rich_cvr"]}
 SCENE_COUNTS = (2, 10)
 MANY_SCENES = 100
 HISTORY_DAYS = 3
-# The map's 13 cells x 8 models x 3 seeds took 53 min on 2 Intel cores at load 2-4 (78 on AMD, load 4-10).
+# The map's 13 cells x 8 models x 3 seeds took 53 min on 2 Intel cores at load 2-4 (78 min on
+# 2 AMD cores at load 4-10).
 MAP_DATA = {"rows_per_day": 40_000, "num_days": 4, "history_days": HISTORY_DAYS,
             "embedding_dim": 16, "seed": 0}
 

@@ -112,7 +112,8 @@ class RankingNetwork(nn.Module):
 class Model:
   """See the module docstring. config: sharing, tower_hidden, ranking_hidden, aggregation,
   ranking_scenes (optional, default ()), ranking_residual (optional, default False),
-  ranking_head (optional, default 'scene': one head per scene; 'shared': one for all), scene_route (optional, default 'auto': how examples meet their scene's weights, one of
+  ranking_head (optional, default 'scene': one head per scene; 'shared': one for all),
+  scene_route (optional, default 'auto': how examples meet their scene's weights, one of
   layers.ROUTES)."""
 
   phases = {"embedding": ("embedding",), "ranking": ("ranking",)}
