@@ -78,6 +78,33 @@ def _tile_matmul_bwd(residuals, dy):
 tile_matmul.defvjp(_tile_matmul_fwd, _tile_matmul_bwd)
 
 
+def concat_matmul(parts: Sequence[jax.Array], kernel: jax.Array) -> jax.Array:
+  """concat(parts, axis=-1) @ kernel as the sum of each part times its rows of `kernel`.
+
+  No concatenated copy of the batch is made, and a part whose gradient is stopped costs no
+  input gradient: autodiff of a matmul over the concatenation computes the input gradient
+  of every column and then drops the stopped ones.
+  """
+  out, start = None, 0
+  for part in parts:
+    term = matmul(part, kernel[start:start + part.shape[-1]])
+    out, start = term if out is None else out + term, start + part.shape[-1]
+  return out
+
+
+class DenseParams(nn.Module):
+  """The parameters of a `Dense` of known input width, named as its own (kernel (I, H),
+  bias (H,)), for a caller that multiplies by them itself (e.g. several layers' kernels on
+  one input as one matmul)."""
+  in_width: int
+  features: int
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    return (self.param("kernel", nn.initializers.lecun_normal(), (self.in_width, self.features)),
+            self.param("bias", nn.initializers.zeros, (self.features,)))
+
+
 class Dense(nn.Module):
   """`nn.Dense` (same parameters: kernel (I, H), bias (H,)) through `matmul`, x (B, I)."""
   features: int

@@ -23,7 +23,7 @@ Notation: B batch, S scenes, W summed field dims, Nd dense features, T tasks. Th
 input is joint.py's [E (W), dense (Nd), one-hot scene (S)]; dense features enter the towers
 beside O_ep, not gated (EPNet gates embeddings).
 
-config.model: gate_hidden, the hidden width of every Gate NU (reference 32); tower_hidden,
+config.model: gate_hidden, the hidden width of every Gate NU (reference 16); tower_hidden,
 the hidden widths of each task tower, each gated by PPNet (reference (16, 8)).
 """
 
@@ -43,14 +43,32 @@ GAMMA = 2.0     # the paper's gate scale: a gate can double a feature as well as
 
 
 class GateNU(nn.Module):
-  """The paper's Gate Neural Unit: (B, I) -> (B, features) in (0, GAMMA)."""
+  """The paper's Gate Neural Unit on the concatenation of input parts of `in_width` columns
+  in all: (B, features) in (0, GAMMA). Parameters: dense0 (in_width, hidden), dense1.
+
+  The first layer is `layers.concat_matmul`: a part whose gradient is stopped (the paper's
+  ∅(.)) then costs no input gradient, and no concatenated copy of the batch is made.
+  `first_layer` and `output` are its two halves, for gates that share an input and run
+  their first layers as one matmul (`Network`).
+  """
   hidden: int
   features: int
+  in_width: int
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.relu(Dense(self.hidden, name="dense0")(x))
-    return GAMMA * nn.sigmoid(Dense(self.features, name="dense1")(h))
+  def setup(self):
+    self.dense0 = layers.DenseParams(self.in_width, self.hidden)
+    self.dense1 = Dense(self.features)
+
+  def first_layer(self) -> tuple[jax.Array, jax.Array]:
+    return self.dense0()
+
+  def output(self, hidden: jax.Array) -> jax.Array:
+    """The gate from its first layer's pre-activation (B, hidden)."""
+    return GAMMA * nn.sigmoid(self.dense1(nn.relu(hidden)))
+
+  def __call__(self, parts: Sequence[jax.Array]) -> jax.Array:
+    kernel, bias = self.first_layer()
+    return self.output(layers.concat_matmul(parts, kernel) + bias)
 
 
 class Network(nn.Module):
@@ -65,13 +83,19 @@ class Network(nn.Module):
   def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
     width, dense_end = self.embedding_width, self.embedding_width + self.num_dense
     embedded, dense, scene = x[:, :width], x[:, width:dense_end], x[:, dense_end:]
-    domain_gate = GateNU(self.gate_hidden, width, name="epnet")(
-        jnp.concatenate([scene, jax.lax.stop_gradient(embedded)], axis=-1))
+    num_scenes = x.shape[-1] - dense_end
+    domain_gate = GateNU(self.gate_hidden, width, num_scenes + width, name="epnet")(
+        [scene, jax.lax.stop_gradient(embedded)])
     personalised = domain_gate * embedded                                     # O_ep (B, W)
-    gate_input = jnp.concatenate([embedded, jax.lax.stop_gradient(personalised)], axis=-1)
+    # Every layer's PPNet gate reads [E, ∅(O_ep)]: their first layers as one matmul.
+    ppnet = [GateNU(self.gate_hidden, len(self.tasks) * units, 2 * width, name=f"ppnet{i}")
+             for i, units in enumerate(self.tower_hidden)]
+    kernels, biases = zip(*(gate.first_layer() for gate in ppnet))
+    first = layers.concat_matmul([embedded, jax.lax.stop_gradient(personalised)],
+                                 jnp.concatenate(kernels, axis=1)) + jnp.concatenate(biases)
     hidden = {task: jnp.concatenate([personalised, dense], axis=-1) for task in self.tasks}
     for i, units in enumerate(self.tower_hidden):
-      gates = GateNU(self.gate_hidden, len(self.tasks) * units, name=f"ppnet{i}")(gate_input)
+      gates = ppnet[i].output(first[:, i * self.gate_hidden:(i + 1) * self.gate_hidden])
       for t, task in enumerate(self.tasks):
         h = nn.relu(Dense(units, name=f"{task}_dense{i}")(hidden[task]))
         hidden[task] = h * gates[:, t * units:(t + 1) * units]
