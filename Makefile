@@ -56,7 +56,8 @@ sweep: known-experiment $(STAMP) $(KERNELS)
 	$(TRAIN_ENV) $(PY) -m mtms_jax.runs.sweep --config $(CONFIG) --workdir checkpoints/$(NAME)/sweep $(ARGS)
 
 # The suite in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them (its
-# module fixtures trained once); the session's shared smoke runs are trained once a worker.
+# module fixtures trained once); the session's shared smoke runs are trained once
+# for all workers (tests/conftest.trained_once).
 TEST_WORKERS ?= 2
 test: $(STAMP) $(KERNELS)
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(ARGS)

@@ -1,9 +1,12 @@
 """Shared fixtures. Tests run on the CPU; nothing here needs an accelerator."""
 
 import atexit
+import contextlib
+import fcntl
 import importlib
 import os
 import pathlib
+import pickle
 import shutil
 import tempfile
 
@@ -41,34 +44,60 @@ def tiny_data():
                         num_ad_groups=5, embedding_dim=4, seed=1)
 
 
+@contextlib.contextmanager
+def _locked(path: pathlib.Path):
+  with open(path, "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
+
+
+def trained_once(tmp_path_factory, worker_id: str, name: str, train):
+  """`train(workdir)`'s return value, for a run trained once for the whole session: under
+  pytest-xdist the first worker to ask trains it into a folder every worker sees (the
+  parent of the workers' base temp folders, one per session) while the others wait for it,
+  then each reads the folder and the pickled return value. Tests read the folder, never
+  write it."""
+  if worker_id == "master":         # no xdist: the session's base temp is this process's
+    root = tmp_path_factory.getbasetemp()
+  else:
+    root = tmp_path_factory.getbasetemp().parent
+  workdir, returned = root / f"shared_{name}", root / f"shared_{name}.pkl"
+  with _locked(root / f"shared_{name}.lock"):
+    if not returned.exists():
+      shutil.rmtree(workdir, ignore_errors=True)      # a worker's unfinished run
+      workdir.mkdir()
+      value = train(workdir)
+      returned.write_bytes(pickle.dumps(value))
+  return pickle.loads(returned.read_bytes())
+
+
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, worker_id):
   """A finished run of the quickstart's `smoke` shrink (18 steps, saves at 4, 8, ..., 18)."""
-  workdir = tmp_path_factory.mktemp("smoke_run")
-  trainer.train_and_evaluate(common.base_config("smoke"), str(workdir))
-  return workdir
+  def train(workdir):
+    trainer.train_and_evaluate(common.base_config("smoke"), str(workdir))
+    return workdir
+  return trained_once(tmp_path_factory, worker_id, "smoke_run", train)
 
 
 @pytest.fixture(scope="session")
-def added_run(tmp_path_factory):
+def added_run(tmp_path_factory, worker_id):
   """experiments/add_scene.py on its smoke shrink: base (scene0) and added (both) runs;
   shared by test_add_scene.py and the add_scene case of test_experiments.py (read-only)."""
-  workdir = tmp_path_factory.mktemp("add_scene")
-  config = add_scene_experiment.get_config("smoke")
-  return workdir, config, runs.run(config, str(workdir))
+  def train(workdir):
+    config = add_scene_experiment.get_config("smoke")
+    return workdir, config, runs.run(config, str(workdir))
+  return trained_once(tmp_path_factory, worker_id, "add_scene", train)
 
 
 @pytest.fixture(scope="session")
-def experiment_runs(tmp_path_factory):
+def experiment_runs(tmp_path_factory, worker_id):
   """name -> (workdir, results) of experiments/<name>.py on its smoke shrink, trained once a
   session when first asked for: shared (read-only) by the model's tests, the experiment's
   case of test_experiments.py and test_parallel.py's comparison with one device."""
-  trained = {}
-
   def run(name):
-    if name not in trained:
-      workdir = tmp_path_factory.mktemp(f"{name}_run")
+    def train(workdir):
       config = importlib.import_module(f"experiments.{name}").get_config("smoke")
-      trained[name] = workdir, runs.run(config, str(workdir))
-    return trained[name]
+      return workdir, runs.run(config, str(workdir))
+    return trained_once(tmp_path_factory, worker_id, f"{name}_run", train)
   return run
