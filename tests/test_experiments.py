@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from ml_collections import config_flags  # noqa: F401  (the CLI's config loader)
 
+from experiments import common
 from experiments import regimes as regimes_experiment
 from mtms_jax import config_checks, runs
 from mtms_jax.data import registry
@@ -32,6 +33,10 @@ SINGLE_RUNS = [name for name in EXPERIMENTS if "compare" not in _load(name)]
 def test_experiment_runs_and_writes_outputs(name, tmp_path, request):
   if name == "add_scene":       # the run tests/runs/test_add_scene.py checks, trained once
     tmp_path, _, results = request.getfixturevalue("added_run")
+  elif name == "quickstart":    # the session's smoke run (conftest.smoke_run) is this config
+    assert _load(name).to_json() == common.base_config("smoke").to_json()
+    tmp_path = request.getfixturevalue("smoke_run")
+    results = json.loads((tmp_path / "results.json").read_text())
   elif name in ("star", "pepnet", "m2m"):   # also their models' tests' and test_parallel's runs
     tmp_path, results = request.getfixturevalue("experiment_runs")(name)
   else:

@@ -88,7 +88,10 @@ def _assert_as_one_device(workdir, reference, step=18, rtol=1e-5):
     assert results[key] == pytest.approx(value, abs=5e-5, nan_ok=True), key
 
 
-@pytest.mark.parametrize("mode", MODES)
+# MTMS under mode 'mesh' with replicated tables is not run here: the multi-scene models' cases
+# below run that layout (the parallel code is the model's protocol, not MTMS's), and MTMS
+# runs under mesh with row-sharded tables.
+@pytest.mark.parametrize("mode", ["pmap", "mesh_rows"])
 def test_mode_trains_as_one_device(mode, smoke_run, tmp_path):
   # One mode is also killed, so that a resume restores row-sharded tables onto 4 devices:
   # SIGKILL inside day 1's embedding phase, the run resumes from step 8's checkpoint ...
