@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import json
 
 import jax
 import numpy as np
@@ -12,7 +13,6 @@ from mtms_jax import embedding, models, serving
 from mtms_jax.data import pipeline
 from mtms_jax.eval import prediction
 from mtms_jax.serving import export
-from mtms_jax.train import trainer
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +22,10 @@ def joint_inputs(tiny_data):
 
 
 @pytest.fixture
-def trained_and_served(tmp_path):
-  """`train_export_and_score` in the test's tmp_path."""
-  return functools.partial(train_export_and_score, tmp_path=tmp_path)
+def trained_and_served(experiment_runs, tmp_path):
+  """`export_and_score` of the session's run of experiments/<name>.py (conftest.
+  experiment_runs), in the test's tmp_path."""
+  return lambda name: export_and_score(name, *experiment_runs(name), tmp_path)
 
 
 def network_inputs(tiny_data, name, tasks=None, n=64, seed=0):
@@ -46,11 +47,13 @@ def network_inputs(tiny_data, name, tasks=None, n=64, seed=0):
   return model, params, ranking, x, scene
 
 
-def train_export_and_score(name, tmp_path):
-  """Trains joint model `name` on its smoke config through the trainer, exports it and
-  checks that the served scores equal the trainer's predictions; returns the results."""
-  workdir, out = tmp_path / "run", tmp_path / "export"
-  results = trainer.train_and_evaluate(common.joint_config(name, "smoke"), str(workdir))
+def export_and_score(name, workdir, results, tmp_path):
+  """Exports the trained run of joint model `name` in `workdir` (its smoke config,
+  common.joint_config(name, 'smoke'), through the trainer) and checks that the served scores
+  equal the trainer's predictions; returns the run's results."""
+  assert json.loads((workdir / "config.json").read_text())["model"] == json.loads(
+      common.joint_config(name, "smoke").to_json())["model"]
+  out = tmp_path / "export"
   export.export(str(workdir), str(out))
   config, schema = export.load_run(str(workdir))
   model = models.get_model(schema, config.model)
