@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+from mtms_jax import rundir, tasks
 
-matplotlib.use("Agg")   # files only: runs on machines without a display
-import matplotlib.pyplot as plt  # noqa: E402
 
-from mtms_jax import rundir, tasks  # noqa: E402
+def pyplot():
+  """matplotlib.pyplot with the file-only backend, imported on first use: matplotlib is
+  half a second of every command's start, and only the runs that draw need it."""
+  import matplotlib
+  matplotlib.use("Agg")   # files only: runs on machines without a display
+  import matplotlib.pyplot as plt
+  return plt
 
 
 def metric_over_days(results: Mapping[str, float], days: Sequence[int], scenes: Sequence[str],
                      path: str, metric: str = "auc"):
   """One panel per task: `metric` on each test day, a line per scene (dashed: the oracle)."""
+  plt = pyplot()
   fig, axes = plt.subplots(1, len(tasks.ALL), figsize=(4.5 * len(tasks.ALL), 3.6),
                            squeeze=False)
   for ax, task in zip(axes[0], tasks.ALL):
@@ -40,6 +45,7 @@ def sweep_bars(names: Sequence[str], values: Sequence[float], metric: str, path:
 
   The axis starts near the lowest value, not at 0: sweep points differ by little.
   """
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
   ax.barh(range(len(names)), values, color="tab:blue")
   ax.set_yticks(range(len(names)), names, fontsize="small")

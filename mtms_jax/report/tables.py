@@ -11,13 +11,8 @@ from __future__ import annotations
 import csv
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on a training machine
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-
-from mtms_jax import rundir  # noqa: E402
-from mtms_jax.report import markdown  # noqa: E402
+from mtms_jax import rundir
+from mtms_jax.report import markdown, plots
 
 NAMES = {"auc": "AUC", "mae": "MAE", "logloss": "logloss", "calibration": "calibration"}
 
@@ -118,6 +113,7 @@ def write_csv(c, summary: dict, path: str) -> None:
 def plot(c, summary: dict, path: str) -> None:
   """A panel per task (rows) and metric (columns): each seed a dot, mean ± std a bar, the
   baseline's mean dashed."""
+  plt = plots.pyplot()
   names = list(c.order)
   fig, axes = plt.subplots(len(c.tasks), len(c.metrics), squeeze=False,
                            figsize=(1.5 + 0.7 * len(names) * len(c.metrics),

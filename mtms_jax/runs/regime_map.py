@@ -36,18 +36,14 @@ import math
 import os
 import time
 
-import matplotlib
 import ml_collections
 import numpy as np
 
-matplotlib.use("Agg")   # files only: runs on machines without a display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from mtms_jax import errors, rundir  # noqa: E402
-from mtms_jax.data import describe, registry  # noqa: E402
-from mtms_jax.report import markdown  # noqa: E402
-from mtms_jax.runs import compare  # noqa: E402
-from mtms_jax.train import early_stopping  # noqa: E402
+from mtms_jax import errors, rundir
+from mtms_jax.data import describe, registry
+from mtms_jax.report import markdown, plots
+from mtms_jax.runs import compare
+from mtms_jax.train import early_stopping
 
 MD, CSV = "regime_map.md", "regime_map.csv"
 # The statistics that place a cell and the reference data set (data/describe.py).
@@ -257,6 +253,7 @@ def _axes(m) -> tuple[list[str], list[str]]:
 def heatmap(config: ml_collections.ConfigDict, out: dict, task: str, path: str) -> None:
   """The subject minus the best other model per cell (blue: the subject better), the
   difference and its marker written in each cell, the best other model's name below."""
+  plt = plots.pyplot()
   m, c = config.regime_map, config.compare
   rows, columns = _axes(m)
   grid = np.full((len(rows), len(columns)), np.nan)
