@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -85,11 +87,9 @@ def concat_matmul(parts: Sequence[jax.Array], kernel: jax.Array) -> jax.Array:
   input gradient: autodiff of a matmul over the concatenation computes the input gradient
   of every column and then drops the stopped ones.
   """
-  out, start = None, 0
-  for part in parts:
-    term = matmul(part, kernel[start:start + part.shape[-1]])
-    out, start = term if out is None else out + term, start + part.shape[-1]
-  return out
+  ends = np.cumsum([part.shape[-1] for part in parts])
+  terms = [matmul(part, kernel[end - part.shape[-1]:end]) for part, end in zip(parts, ends)]
+  return functools.reduce(operator.add, terms)
 
 
 class DenseParams(nn.Module):
