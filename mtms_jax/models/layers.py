@@ -284,11 +284,10 @@ class SceneMLP(nn.Module):
     x = rng.standard_normal((batch, widths[0]), np.float32)
     scene = rng.integers(0, self.num_scenes, batch, dtype=np.int32)
     dy = rng.standard_normal((batch, widths[-1]), np.float32)
-    # Parameters of the right shapes made directly: an eager init costs seconds.
-    params = {"params": {
-        name: rng.standard_normal((self.num_scenes,) + shape, np.float32) / widths[0]
-        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]))
-        for name, shape in ((f"kernel{i}", (fan_in, fan_out)), (f"bias{i}", (fan_out,)))}}
+    # Parameters of the shapes init would make (a subclass has its own: models/star.py),
+    # drawn directly: an eager init costs seconds.
+    shapes = jax.eval_shape(mlp.init, jax.random.key(0), x[:1], scene[:1])
+    params = jax.tree.map(lambda a: rng.standard_normal(a.shape, np.float32) / widths[0], shapes)
     grad = jax.jit(jax.grad(lambda p, x, scene, dy: jnp.sum(mlp.apply(p, x, scene) * dy),
                             argnums=(0, 1)))
     return lambda: grad(params, x, scene, dy)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from mtms_jax.models import kernels, layers, routes
+from mtms_jax.models import kernels, layers, routes, star
 
 BATCH = routes.MIN_MEASURED_BATCH
 WIDTHS = (40, 32, 1)     # too wide for 'gather': 3 candidates to compile, not 4
@@ -103,3 +103,16 @@ def test_the_cache_key_tells_xla_flags_apart(monkeypatch):
   plain = routes.cache_key("2 scenes x [40, 32, 1], batch 1024", ("all", "grouped"))
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
   assert routes.cache_key("2 scenes x [40, 32, 1], batch 1024", ("all", "grouped")) != plain
+
+
+def test_auto_measures_a_subclass_with_parameters_of_its_own(cache):
+  """STAR's layers (shared kernel (I, H) times the scene's (S, I, H)) are timed with their
+  own parameters, not SceneMLP's."""
+  routes.TAKEN.clear()
+  mlp = star.StarMLP(2, WIDTHS[1:], route="auto")
+  x = np.ones((BATCH, WIDTHS[0]), np.float32)
+  scene = np.arange(BATCH, dtype=np.int32) % 2
+  params = mlp.init(jax.random.key(0), x[:1], scene[:1])
+  jax.jit(mlp.apply)(params, x, scene)
+  (key, entry), = json.loads(cache.read_text()).items()
+  assert len(entry["ms"]) > 1 and set(_taken().values()) == {entry["route"]}
