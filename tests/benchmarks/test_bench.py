@@ -95,3 +95,23 @@ def test_a_forced_route_reaches_mtms_only_and_the_table_names_each_layers_route(
 def test_makefile_sets_the_bench_malloc_tunables():
   makefile = (Path(__file__).parents[2] / "Makefile").read_text()
   assert f"MALLOC_TUNABLES := {bench.MALLOC_TUNABLES}\n" in makefile
+
+
+def test_a_multi_scene_target_is_half_of_esmm_in_the_same_run():
+  def result(name, steps, of_esmm):
+    spec = bench.BENCH_MODELS[name]
+    return {"model": name, "phase": "joint", "steps_examples_per_s": steps,
+            "e2e_examples_per_s": steps, "steps_examples_range": (steps, steps),
+            "e2e_examples_range": (steps, steps), "e2e_over_steps": 1.0, "compile_s": 1.0,
+            "peak_rss_gib": 1.0, "load_avg": 1.0, "routes": {},
+            "target_examples_per_s": spec.target, "target_of_esmm": of_esmm}
+  assert bench.BENCH_MODELS["m2m"].of_esmm == 0.5 and bench.BENCH_MODELS["mmoe"].of_esmm == 0
+  alone = [result("m2m", 110_000, 0.5)]
+  bench.set_relative_targets(alone)            # no ESMM measured: the fixed fallback
+  assert alone[0]["target_examples_per_s"] == 100_000
+  results = [result("esmm", 240_000, 0.0), result("m2m", 110_000, 0.5),
+             result("mmoe", 110_000, 0.0)]
+  bench.set_relative_targets(results)
+  assert results[1]["target_examples_per_s"] == 120_000
+  assert bench.table_row(results[1])[7] == "120.0k = 0.5x esmm missed"
+  assert bench.table_row(results[2])[7] == "120.0k missed"       # a fixed target stays
