@@ -177,10 +177,12 @@ JOINT_MODELS = {
     # the bench's 20 fields of dim 16 (MMoE 47k, Shared-Bottom 40k, PLE 28k); 32-wide ones
     # would make it 74k, half again MMoE's.
     "pepnet": {"gate_hidden": 16, "tower_hidden": (16, 8)},
-    # M2M: MMoE's experts and towers; what it adds, the meta unit's generators, runs on the
-    # S scene representations, not on the batch, and scene_dim 8 keeps them at a fifth of
-    # the experts' weights (56k in all on the bench's fields, MMoE 47k).
-    "m2m": {"num_experts": 8, "expert_hidden": (16,), "scene_dim": 8, "tower_layers": 1,
+    # M2M: 4 experts [16], Scenario-Wise-Rec's M2M default (its benchmark is the one the
+    # field compares M2M in), MMoE's towers. Its meta attention and meta towers pass over
+    # (B, E, H) arrays per task, so at MMoE's 8 experts its update cost 2.3x ESMM's (bench
+    # 0.43x ESMM, README Performance). The meta unit's generators run on the S scene
+    # representations, not on the batch; scene_dim 8 keeps them small.
+    "m2m": {"num_experts": 4, "expert_hidden": (16,), "scene_dim": 8, "tower_layers": 1,
             "tower_hidden": (8,)},
     # STAR's star bottom [48] costs an example one 48-wide layer (its scene's weights), about
     # PLE's three 16-wide experts; its shared plus per-scene weights, (1 + S) x 48 per input,

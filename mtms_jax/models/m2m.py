@@ -30,7 +30,7 @@ Most FLOPs are the experts' (MMoE's); the attention and towers are narrow layers
 on a CPU goes to passes over (B, E, H) arrays more than to FLOPs, so `MetaDense` takes the
 scene's columns by slices (up to MAX_SLICED_SCENES scenes), not by a sum over a scene axis.
 
-config.model: num_experts (reference 8), expert_hidden (widths of each expert, reference
+config.model: num_experts (reference 4), expert_hidden (widths of each expert, reference
 (16,)), scene_dim (K, reference 8), tower_layers (meta layers of each tower, reference 1),
 tower_hidden (the towers' MLP widths before the logit, reference (8,)).
 """
