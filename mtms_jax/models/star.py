@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -46,16 +48,25 @@ from mtms_jax import errors
 from mtms_jax.models import joint, layers
 from mtms_jax.models.layers import MLP, ROUTES, SceneMLP
 
-# Up to this many scenes, taking each example's scene's row of an (S, K) array and summing
-# rows by scene are one-hot matmuls, whose gradients are dense dots; beyond, a gather and a
-# scatter-add, whose cost does not grow with S but which XLA:CPU runs several times slower.
+# Up to this many scenes, summing rows by scene is a one-hot matmul and taking each
+# example's scene's row of an (S, K) array a one-hot matmul or (up to MAX_SELECT_SCENES) a
+# chain of selects, which XLA fuses into the elementwise op that reads the rows instead of
+# writing a (B, K) array. Beyond, a gather and a scatter-add, whose cost does not grow with
+# S but which XLA:CPU runs several times slower.
 MAX_ONE_HOT_SCENES = 16
+MAX_SELECT_SCENES = 4
 
 
 def scene_rows(table: jax.Array, scene: jax.Array) -> jax.Array:
   """table (S, K), scene (B,) -> (B, K): each example's scene's row."""
-  if table.shape[0] <= MAX_ONE_HOT_SCENES:
-    return jax.nn.one_hot(scene, table.shape[0], dtype=table.dtype) @ table
+  num_scenes = table.shape[0]
+  if num_scenes <= MAX_SELECT_SCENES:
+    rows = jnp.broadcast_to(table[0], (scene.shape[0], table.shape[1]))
+    for s in range(1, num_scenes):
+      rows = jnp.where((scene == s)[:, None], table[s], rows)
+    return rows
+  if num_scenes <= MAX_ONE_HOT_SCENES:
+    return jax.nn.one_hot(scene, num_scenes, dtype=table.dtype) @ table
   return table[scene]
 
 
@@ -83,24 +94,65 @@ def scene_moments(x: jax.Array, scene: jax.Array, num_scenes: int,
   return count, mean, var
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def batch_norm_by_scene(x: jax.Array, scene: jax.Array, scale: jax.Array, bias: jax.Array,
+                        num_scenes: int, epsilon: float, axis_name: str | None) -> jax.Array:
+  """scale_p * (x - mean_p) / sqrt(var_p + eps) + bias_p, p = scene[b], with each scene's
+  batch moments (`scene_moments`); scale and bias (S, I).
+
+  Its gradient is batch normalization's closed form, per scene:
+    dx = scale_p / sqrt(var_p + eps) * (dy - mean_p(dy) - xhat * mean_p(dy * xhat)),
+  the derivative of the two-pass moments, which autodiff takes in about twice the passes over
+  the (B, I) arrays (a STAR update's costliest part on the CPU). Under pmap (axis_name) the
+  moments and the two means are the whole batch's; scale's and bias's gradients are this
+  device's rows', as autodiff gives them.
+  """
+  return _batch_norm_forward(x, scene, scale, bias, num_scenes, epsilon, axis_name)[0]
+
+
+def _batch_norm_forward(x, scene, scale, bias, num_scenes, epsilon, axis_name):
+  count, mean, var = scene_moments(x, scene, num_scenes, axis_name)
+  inv_std = jax.lax.rsqrt(var + epsilon)
+  y = (x - scene_rows(mean, scene)) * scene_rows(scale * inv_std, scene) + scene_rows(bias, scene)
+  return y, (x, scene, scale, count, mean, inv_std)
+
+
+def _batch_norm_backward(num_scenes, epsilon, axis_name, residuals, dy):
+  x, scene, scale, count, mean, inv_std = residuals
+  xhat = (x - scene_rows(mean, scene)) * scene_rows(inv_std, scene)
+  d_bias, d_scale = scene_sums(dy, scene, num_scenes), scene_sums(dy * xhat, scene, num_scenes)
+  def total(v):
+    return v if axis_name is None else jax.lax.psum(v, axis_name)
+  per_row = 1.0 / jnp.maximum(count, 1.0)[:, None]
+  dx = scene_rows(scale * inv_std, scene) * (
+      dy - scene_rows(total(d_bias) * per_row, scene)
+      - xhat * scene_rows(total(d_scale) * per_row, scene))
+  return dx, None, d_scale, d_bias
+
+
+batch_norm_by_scene.defvjp(_batch_norm_forward, _batch_norm_backward)
+
+
 class PartitionedNorm(nn.Module):
   """(gamma * gamma_p) * (x - mean_p) / sqrt(var_p + eps) + (beta + beta_p), p = scene[b]."""
   num_scenes: int
   epsilon: float
 
   @nn.compact
-  def __call__(self, x, scene, mean, var):
-    """x (B, I), scene (B,), mean and var (S, I): the statistics it normalizes with."""
+  def __call__(self, x, scene, mean=None, var=None, axis_name=None):
+    """x (B, I), scene (B,); mean and var (S, I): the statistics it normalizes with, None:
+    the batch's own (training; axis_name: the batch is split over devices)."""
     width = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (width,))
     bias = self.param("bias", nn.initializers.zeros, (width,))
     scene_scale = self.param("scene_scale", nn.initializers.ones, (self.num_scenes, width))
     scene_bias = self.param("scene_bias", nn.initializers.zeros, (self.num_scenes, width))
-    # Per scene, the norm is x * a_p + c_p: one (S, 2I) table of rows to take per example.
-    a = scale * scene_scale * jax.lax.rsqrt(var + self.epsilon)
-    c = bias + scene_bias - mean * a
-    ac = scene_rows(jnp.concatenate([a, c], axis=-1), scene)
-    return x * ac[:, :width] + ac[:, width:]
+    scale, bias = scale * scene_scale, bias + scene_bias                         # (S, I)
+    if mean is None:
+      return batch_norm_by_scene(x, scene, scale, bias, self.num_scenes, self.epsilon,
+                                 axis_name)
+    a = scale * jax.lax.rsqrt(var + self.epsilon)
+    return x * scene_rows(a, scene) + scene_rows(bias - mean * a, scene)
 
 
 class StarMLP(SceneMLP):
@@ -132,8 +184,10 @@ class Network(nn.Module):
   route: str
 
   @nn.compact
-  def __call__(self, x, scene, mean, var) -> tuple[jax.Array, ...]:
-    h = PartitionedNorm(self.num_scenes, self.epsilon, name="norm")(x, scene, mean, var)
+  def __call__(self, x, scene, mean=None, var=None, axis_name=None) -> tuple[jax.Array, ...]:
+    """mean, var None: normalized with the batch's statistics (PartitionedNorm)."""
+    h = PartitionedNorm(self.num_scenes, self.epsilon, name="norm")(x, scene, mean, var,
+                                                                     axis_name)
     if self.star_hidden:
       h = StarMLP(self.num_scenes, tuple(self.star_hidden), activate_last=True,
                   route=self.route, name="bottom")(h, scene)
@@ -180,11 +234,12 @@ class Model(joint.JointModel):
   def apply(self, params, rows, batch, phase: str, train: bool = False,
             axis_name: str | None = None) -> dict[str, jax.Array]:
     x, scene = self.star_input(rows, batch, phase), batch["scene"]
+    network = {"params": params["ranking"]["network"]}
     if train:
-      _, mean, var = scene_moments(x, scene, self.num_scenes, axis_name)
+      logits = self.network.apply(network, x, scene, axis_name=axis_name)
     else:
-      mean, var = params["ranking"]["statistics"]["mean"], params["ranking"]["statistics"]["var"]
-    logits = self.network.apply({"params": params["ranking"]["network"]}, x, scene, mean, var)
+      statistics = params["ranking"]["statistics"]
+      logits = self.network.apply(network, x, scene, statistics["mean"], statistics["var"])
     return self.logits_by_task(logits)
 
   def update_statistics(self, params, new_params, rows, batch, axis_name: str | None = None):

@@ -5,6 +5,7 @@ trainer, exported and scored."""
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -152,9 +153,13 @@ def _batch_columns(workdir):
           "scene": rng.integers(0, len(schema["scenes"]), n).astype(np.int32)}
 
 
-@pytest.mark.parametrize("num_scenes", [3, star.MAX_ONE_HOT_SCENES + 4])
-def test_scene_moments_by_one_hot_and_by_gather(num_scenes):
-  # Up to MAX_ONE_HOT_SCENES scenes one-hot matmuls, beyond gathers and scatter-adds.
+SCENE_ROUTES = [3, star.MAX_SELECT_SCENES + 2, star.MAX_ONE_HOT_SCENES + 4]
+
+
+@pytest.mark.parametrize("num_scenes", SCENE_ROUTES)
+def test_scene_moments_by_select_one_hot_and_gather(num_scenes):
+  # Rows by selects (up to MAX_SELECT_SCENES scenes), then one-hot matmuls (sums always up
+  # to MAX_ONE_HOT_SCENES), beyond gathers and scatter-adds.
   rng = np.random.default_rng(1)
   x = rng.normal(size=(200, 5)).astype(np.float32)
   scene = rng.integers(0, num_scenes - 1, 200).astype(np.int32)      # the last scene: no rows
@@ -165,3 +170,31 @@ def test_scene_moments_by_one_hot_and_by_gather(num_scenes):
     np.testing.assert_allclose(mean[s], rows.mean(0) if len(rows) else 0, atol=1e-6)
     np.testing.assert_allclose(var[s], rows.var(0) if len(rows) else 0, atol=1e-5)
   np.testing.assert_array_equal(star.scene_rows(mean, scene), np.asarray(mean)[scene])
+
+
+@pytest.mark.parametrize("num_scenes", SCENE_ROUTES)
+def test_batch_norm_gradient_equals_autodiff_of_the_moments(num_scenes):
+  """batch_norm_by_scene's closed-form gradient against autodiff of Eq. 2 with each scene's
+  two-pass batch moments (a scene without rows included)."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(0.3, 1.5, (300, 7)), jnp.float32)
+  scene = jnp.asarray(rng.integers(0, num_scenes - 1, 300), jnp.int32)
+  scale = jnp.asarray(rng.uniform(0.5, 1.5, (num_scenes, 7)), jnp.float32)
+  bias = jnp.asarray(rng.normal(size=(num_scenes, 7)), jnp.float32)
+  dy = jnp.asarray(rng.normal(size=(300, 7)), jnp.float32)
+
+  def autodiff_norm(x, scale, bias):
+    _, mean, var = star.scene_moments(x, scene, num_scenes)
+    return ((x - mean[scene]) * scale[scene] * jax.lax.rsqrt(var[scene] + EPS) + bias[scene])
+
+  def closed_form_norm(x, scale, bias):
+    return star.batch_norm_by_scene(x, scene, scale, bias, num_scenes, EPS, None)
+
+  expected = jax.grad(lambda *a: jnp.sum(autodiff_norm(*a) * dy), argnums=(0, 1, 2))(
+      x, scale, bias)
+  measured = jax.grad(lambda *a: jnp.sum(closed_form_norm(*a) * dy), argnums=(0, 1, 2))(
+      x, scale, bias)
+  np.testing.assert_allclose(closed_form_norm(x, scale, bias), autodiff_norm(x, scale, bias),
+                             rtol=1e-5, atol=1e-5)
+  for e, m in zip(expected, measured):
+    np.testing.assert_allclose(m, e, rtol=1e-4, atol=1e-5)
