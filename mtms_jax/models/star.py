@@ -35,9 +35,8 @@ update slower, README Performance). Reference sizes: experiments/common.JOINT_MO
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import functools
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
