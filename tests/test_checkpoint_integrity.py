@@ -119,16 +119,30 @@ def _command(workdir, *python):
                         text=True, timeout=300)
 
 
+# A line of absl's log format (`W1203 21:30:00.123456 4242 file.cc:65] ...`, or with
+# `0000 00:00:<seconds>` before absl is set up): XLA's and the libraries' own logs, which a
+# loaded machine can add to a training run's stderr (XLA's slow-operation alarms), not the
+# program's messages.
+LIBRARY_LOG = re.compile(r"[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
+
+
 def _messages(stderr: str) -> list[str]:
-  """stderr without the progress bar's lines."""
+  """The program's lines of stderr: without the progress bar's and the libraries' logs."""
   return [line for line in re.split(r"[\r\n]", stderr)
-          if line.strip() and not re.search(r"\d+/\d+ \[", line)]
+          if line.strip() and not re.search(r"\d+/\d+ \[", line)
+          and not LIBRARY_LOG.match(line)]
+
+
+def _the_one_message(stderr: str) -> str:
+  messages = _messages(stderr)
+  assert len(messages) == 1, "\n".join(["expected one line on stderr, got:", *messages])
+  return messages[0]
 
 
 def test_a_full_disk_is_one_line_and_the_rerun_resumes(smoke_run, tmp_path):
   full = _command(tmp_path, "-c", FULL_DISK_AT_12)
   assert full.returncode == 2, full.stderr[-3000:]
-  [message] = _messages(full.stderr)
+  message = _the_one_message(full.stderr)
   assert re.fullmatch(rf"error: no space left on the disk of {tmp_path / 'checkpoints'} to save "
                       r"a checkpoint: [\d.]+ MiB free, a checkpoint needs about [\d.]+ MiB\. The "
                       r"checkpoints before it are kept \(steps \[4, 8\]\): free some space and "
@@ -145,7 +159,8 @@ def test_the_warning_of_an_unreadable_checkpoint_is_the_one_line_on_stderr(smoke
     blob.write_bytes(blob.read_bytes()[:10])
   resumed = _command(run, "-m", "mtms_jax.main")
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  [warning] = _messages(resumed.stderr)
+  warning = _the_one_message(resumed.stderr)
   assert warning.startswith("warning: checkpoint at step 18 is unreadable (ValueError: ")
   assert warning.endswith(f"moved it to {run / checkpoint.CORRUPT / '18'} and falling back to "
                           "the previous checkpoint")
+  assert json.loads((run / "run.json").read_text())["resumed_from_step"] == 16
