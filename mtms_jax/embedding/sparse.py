@@ -43,10 +43,12 @@ class RowwiseOptimizer(NamedTuple):
   """A pair of pure functions, like `optax.GradientTransformation`, for one table.
 
   init(table) -> state, for an (R, D) table.
-  update(table, state, rows, row_grads, lr_scale=1.0) -> (table, state): rows is an int
-    array of any shape S of flat table rows, duplicates allowed; row_grads has shape
-    S + (D,), the gradient of the loss with respect to `table[rows]`; lr_scale multiplies
-    the learning rate in this step (a schedule's factor).
+  update(table, state, rows, row_grads, lr_scale=1.0, hold=None) -> (table, state): rows
+    is an int array of any shape S of flat table rows, duplicates allowed; row_grads has
+    shape S + (D,), the gradient of the loss with respect to `table[rows]`; lr_scale
+    multiplies the learning rate in this step (a schedule's factor); hold, None or bools of
+    shape S: the rows it marks keep their table values bitwise (their optimizer state
+    still steps), as per-component early stopping holds a stopped component's rows.
   """
   init: InitFn
   update: UpdateFn
@@ -101,6 +103,15 @@ def _merge_duplicates(owner: jax.Array, rows: jax.Array, row_grads: jax.Array) -
   return _Merged(owner, rows, targets, grads)
 
 
+def _table_targets(m: _Merged, hold: jax.Array | None, num_rows: int) -> jax.Array:
+  """The targets of the table's own scatter: the held rows' dropped (R), so the update leaves
+  them bitwise as they were; reading them back after the scatter would make XLA copy the
+  whole table every step."""
+  if hold is None:
+    return m.targets
+  return jnp.where(hold.reshape(-1), num_rows, m.targets)
+
+
 def _with_weight_decay(m: _Merged, table: jax.Array, weight_decay: float) -> _Merged:
   """Adds weight_decay * row to each touched row's summed gradient (an L2 penalty on the
   rows a step touches, FBGEMM's WeightDecayMode.L2); untouched rows are not decayed."""
@@ -115,9 +126,10 @@ def sgd(learning_rate: float, weight_decay: float = 0.0) -> RowwiseOptimizer:
   def init(table):
     return SgdState(init_owner(table))
 
-  def update(table, state, rows, row_grads, lr_scale=1.0):
+  def update(table, state, rows, row_grads, lr_scale=1.0, hold=None):
     m = _with_weight_decay(_merge_duplicates(state.owner, rows, row_grads), table, weight_decay)
-    table = table.at[m.targets].add(-learning_rate * lr_scale * m.grads, mode="drop")
+    table = table.at[_table_targets(m, hold, table.shape[0])].add(
+        -learning_rate * lr_scale * m.grads, mode="drop")
     return table, SgdState(m.owner)
 
   return RowwiseOptimizer(init, update)
@@ -141,11 +153,12 @@ def rowwise_adagrad(learning_rate: float, initial_accumulator_value: float = 0.1
     accumulator = jnp.full(table.shape[:1], initial_accumulator_value, table.dtype)
     return RowwiseAdagradState(init_owner(table), accumulator)
 
-  def update(table, state, rows, row_grads, lr_scale=1.0):
+  def update(table, state, rows, row_grads, lr_scale=1.0, hold=None):
     m = _with_weight_decay(_merge_duplicates(state.owner, rows, row_grads), table, weight_decay)
     accumulator = state.accumulator[m.rows] + jnp.mean(m.grads ** 2, axis=-1)
     scale = learning_rate * lr_scale / (jnp.sqrt(accumulator) + eps)
-    table = table.at[m.targets].add(-scale[:, None] * m.grads, mode="drop")
+    table = table.at[_table_targets(m, hold, table.shape[0])].add(-scale[:, None] * m.grads,
+                                                                  mode="drop")
     accumulator = state.accumulator.at[m.targets].set(accumulator, mode="drop")
     return table, RowwiseAdagradState(m.owner, accumulator)
 
@@ -177,7 +190,7 @@ def lazy_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
     return LazyAdamState(init_owner(table), jnp.zeros([], jnp.int32),
                          jnp.zeros_like(table), jnp.zeros_like(table))
 
-  def update(table, state, rows, row_grads, lr_scale=1.0):
+  def update(table, state, rows, row_grads, lr_scale=1.0, hold=None):
     m = _with_weight_decay(_merge_duplicates(state.owner, rows, row_grads), table, weight_decay)
     count = optax.safe_increment(state.count)
     # The expressions of optax.scale_by_adam, and its (jitted) bias correction: an eager
@@ -187,7 +200,7 @@ def lazy_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
     mu_hat = optax.tree.bias_correction(mu, b1, count)
     nu_hat = optax.tree.bias_correction(nu, b2, count)
     step = -learning_rate * lr_scale * (mu_hat / (jnp.sqrt(nu_hat) + eps))
-    table = table.at[m.targets].add(step, mode="drop")
+    table = table.at[_table_targets(m, hold, table.shape[0])].add(step, mode="drop")
     mu = state.mu.at[m.targets].set(mu, mode="drop")
     nu = state.nu.at[m.targets].set(nu, mode="drop")
     return table, LazyAdamState(m.owner, count, mu, nu)
@@ -202,7 +215,8 @@ def init_tables_state(tx: RowwiseOptimizer, tables: Tables) -> dict[str, Rowwise
 
 def apply_tables(tx: RowwiseOptimizer, tables: Tables, state: dict[str, RowwiseState],
                  index: dict[str, jax.Array], row_grads: dict[str, jax.Array],
-                 lr_scale: jax.Array | float = 1.0) -> tuple[Tables, dict[str, RowwiseState]]:
+                 lr_scale: jax.Array | float = 1.0, hold: dict[str, jax.Array] | None = None
+                 ) -> tuple[Tables, dict[str, RowwiseState]]:
   """Updates every table from the gradient with respect to its gathered rows.
 
   Args:
@@ -212,11 +226,13 @@ def apply_tables(tx: RowwiseOptimizer, tables: Tables, state: dict[str, RowwiseS
     row_grads: {key: (B, K, F_g, D)}, the gradient with respect to
       `embedding.lookup(tables, index)`.
     lr_scale: the learning rate's factor in this step (a schedule's).
+    hold: None, or {key: (B, K, F_g) bools}: the lookups whose rows keep their values.
   Returns:
     (tables, state) after one step; every table steps, also a lazy Adam count.
   """
   new_tables, new_state = {}, {}
   for key in tables:
     new_tables[key], new_state[key] = tx.update(tables[key], state[key], index[key],
-                                                row_grads[key], lr_scale)
+                                                row_grads[key], lr_scale,
+                                                None if hold is None else hold[key])
   return new_tables, new_state

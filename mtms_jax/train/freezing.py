@@ -49,29 +49,18 @@ def take_components(model, selected, source: dict, target: dict) -> dict:
   return with_components(model.component_masks(target["embedding"], selected), source, target)
 
 
-def keep_stopped(model, active, old: dict, new: dict, touched: dict | None) -> dict:
-  """`new` params with the components that `active` ((C,) bools) marks stopped as in `old`:
-  what an update with per-component early stopping applies after each step.
+def keep_stopped(model, stopped, old: dict, new: dict, rows_held: bool) -> dict:
+  """`new` params with the components that `stopped` ((C,) bools) marks as in `old`: what
+  an update with per-component early stopping applies after each step.
 
-  touched: the rows of each table the update changed (a row-wise table optimizer changes
-  only the rows its batch read), put back alone instead of whole tables: a step then costs
-  the batch's rows, not the tables' (C times the vocabulary); None: any row may change.
+  rows_held: the row-wise table optimizer already left the stopped components' rows as they
+  were (`sparse.apply_tables`'s hold), so only their tower slices are put back: a step then
+  costs the batch's rows, not the tables' (C times the vocabulary). False: whole tables too.
   """
-  stopped = ~active
-  if touched is None:
+  if not rows_held:
     return take_components(model, stopped, old, new)
-  kept = with_components({"towers": model.component_masks(new["embedding"], stopped)["towers"]},
+  return with_components({"towers": model.component_masks(new["embedding"], stopped)["towers"]},
                          old, new)
-  num = model.layout.num_components
-
-  def keep_rows(old_table, new_table, index):
-    rows = jnp.clip(index.reshape(-1), 0, old_table.shape[0] - 1)   # as the lookup clips
-    keep = stopped[rows % num][:, None]
-    return new_table.at[rows].set(jnp.where(keep, old_table[rows], new_table[rows]))
-
-  tables = {k: keep_rows(old["embedding"]["tables"][k], t, touched[k])
-            for k, t in new["embedding"]["tables"].items()}
-  return {**kept, "embedding": {**kept["embedding"], "tables": tables}}
 
 
 def with_components(masks: dict, source: dict, target: dict) -> dict:

@@ -10,7 +10,9 @@ and the step, so a resumed run draws the same masks. An update made with `frozen
 (MTMS: scene names; a run with scenes added, runs/add_scene.py) keeps the tables' rows and
 tower slices of those scenes' components as they were (`freezing.keep_frozen`). With
 `early_stopping.per_component` (MTMS's embedding phase), the components that the state's
-(C,) 'active' mask marks stopped are kept as they were the same way (train/early_stopping.py).
+(C,) 'active' mask marks stopped are kept as they were (train/early_stopping.py): the
+row-wise table optimizer holds their rows (`sparse.apply_tables`' hold), and their tower
+slices are put back (`freezing.keep_stopped`).
 """
 
 from __future__ import annotations
@@ -80,14 +82,16 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str,
   def update(state: train_state.State, batch) -> tuple[train_state.State, dict]:
     params, opt_state, step = state["params"], state["opt"][phase], state["step"]
     lr_scale = 1.0 if tx.lr_schedule is None else tx.lr_schedule(opt_state["count"])
-    touched = None             # the table rows the update can change; None: any
+    # A state without the 'active' mask (train_state.init_state without components) has
+    # every component training: nothing to hold.
+    stopped = ~state["active"] if per_component and "active" in state else None
     if tx.dense_tables:
       (loss, task_losses), grads = jax.value_and_grad(loss_from_tables, has_aux=True)(
           params, batch, step)
       dense = params
     else:
-      (loss, task_losses), grads, dense, tables, opt_state, touched = row_wise(
-          params, opt_state, batch, step, lr_scale)
+      (loss, task_losses), grads, dense, tables, opt_state = row_wise(
+          params, opt_state, batch, step, lr_scale, stopped)
     grads, loss, task_losses = sum_devices((grads, loss, task_losses), axis_name)
     updates, dense_opt = tx.dense.update(grads, opt_state["dense"], dense)
     if tx.lr_schedule is not None:
@@ -98,10 +102,9 @@ def make_update(model, tx: optim.PhaseOptimizer, phase: str,
     params = update_statistics(model, phase, state["params"], params, batch, axis_name)
     if frozen:
       params = freezing.keep_frozen(model, frozen, state["params"], params)
-    # A state without the 'active' mask (train_state.init_state without components) has
-    # every component training: nothing to put back.
-    if per_component and "active" in state:
-      params = freezing.keep_stopped(model, state["active"], state["params"], params, touched)
+    if stopped is not None:
+      params = freezing.keep_stopped(model, stopped, state["params"], params,
+                                     rows_held=not tx.dense_tables)
     opt_state = {**opt_state, "dense": dense_opt, "count": opt_state["count"] + 1}
     new_state = {**state, "params": params, "opt": {**state["opt"], phase: opt_state},
                  "step": step + 1}
@@ -141,12 +144,12 @@ def make_losses(model, phase: str, phase_config: ml_collections.ConfigDict, seed
 
 def make_row_wise(model, tx: optim.PhaseOptimizer, phase: str, loss_from_rows,
                   axis_name: str | None):
-  """The row-wise half of an update: `(params, opt_state, batch, step, lr_scale) ->
-  ((loss, task losses), gradients of the params but the tables, those params, the tables
-  updated from their gathered rows' gradients, opt_state with their new state, the row
-  indices of every device's batch: the only table rows the update changes)`."""
+  """The row-wise half of an update: `(params, opt_state, batch, step, lr_scale, stopped)
+  -> ((loss, task losses), gradients of the params but the tables, those params, the tables
+  updated from their gathered rows' gradients, opt_state with their new state)`; stopped,
+  None or (C,) bools: the components whose rows the table update holds."""
 
-  def row_wise(params, opt_state, batch, step, lr_scale):
+  def row_wise(params, opt_state, batch, step, lr_scale, stopped):
     tables = params["embedding"]["tables"]
     dense = optim.without_tables(params)
     index = models.embedding_index(model, batch, phase)
@@ -161,11 +164,22 @@ def make_row_wise(model, tx: optim.PhaseOptimizer, phase: str, loss_from_rows,
           loss_fn, argnums=(0, 1), has_aux=True)(dense, rows)
       index, row_grads = gather_devices((index, row_grads), axis_name)
       tables, table_state = sparse.apply_tables(tx.tables, tables, opt_state["tables"],
-                                                index, row_grads, lr_scale)
+                                                index, row_grads, lr_scale,
+                                                held_lookups(model, tables, index, stopped))
       opt_state = {**opt_state, "tables": table_state}
-    return (loss, task_losses), grads, dense, tables, opt_state, index
+    return (loss, task_losses), grads, dense, tables, opt_state
 
   return row_wise
+
+
+def held_lookups(model, tables, index, stopped):
+  """{key: (B, K, F_g) bools}: the lookups of `index` whose rows belong to a `stopped`
+  component (rows are (field_offset + id) * C + component, clipped as the lookup clips);
+  None when nothing is stopped."""
+  if stopped is None:
+    return None
+  num = model.layout.num_components
+  return {k: stopped[jnp.clip(i, 0, tables[k].shape[0] - 1) % num] for k, i in index.items()}
 
 
 def update_statistics(model, phase: str, params, new_params, batch, axis_name: str | None):

@@ -276,12 +276,41 @@ def test_weight_decay_is_l2_on_the_touched_rows(name, ref):
   np.testing.assert_array_equal(table[~ever_touched], undecayed[~ever_touched])
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
-def test_lr_scale_scales_the_step(name):
+def _first_step(name):
+  """(optimizer, table, rows, row gradients) of one step from the initial table."""
   rows, weights = _batches(steps=1)[0]
   table = _initial_table()
-  tx = OPTIMIZERS[name]()
-  grads = _row_grads(table, rows, weights)
+  return OPTIMIZERS[name](), table, rows, _row_grads(table, rows, weights)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_lr_scale_scales_the_step(name):
+  tx, table, rows, grads = _first_step(name)
   full, _ = tx.update(table, tx.init(table), rows, grads)
   half, _ = tx.update(table, tx.init(table), rows, grads, lr_scale=0.5)
   np.testing.assert_allclose(half - table, 0.5 * (full - table), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_held_rows_keep_their_values_and_their_state_steps(name):
+  # Per-component early stopping holds a stopped component's rows (train/step.py): held
+  # rows stay bitwise, the others and every row's optimizer state update as without hold.
+  tx, table, rows, grads = _first_step(name)
+  hold = rows % 2 == 1                              # every lookup of an odd row
+  free, free_state = tx.update(table, tx.init(table), rows, grads)
+  held, held_state = tx.update(table, tx.init(table), rows, grads, hold=hold)
+  odd = np.arange(NUM_ROWS) % 2 == 1
+  assert (free[odd & _touched(rows)] != table[odd & _touched(rows)]).any()
+  np.testing.assert_array_equal(held[odd], table[odd])
+  np.testing.assert_array_equal(held[~odd], free[~odd])
+  for got, want in zip(jax.tree.leaves(held_state), jax.tree.leaves(free_state)):
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_donated_update_with_held_rows_copies_no_table(name):
+  # Reading the held rows back after the scatter made XLA copy the table every step.
+  tx, table, rows, grads = _first_step(name)
+  step = jax.jit(lambda t, s, g, h: tx.update(t, s, rows, g, hold=h), donate_argnums=(0, 1))
+  hlo = step.lower(table, tx.init(table), grads, rows % 2 == 1).compile().as_text()
+  assert f"f32[{NUM_ROWS},{DIM}]{{1,0}} copy(" not in hlo
