@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import stats
 
 from mtms_jax import tasks as tasks_lib
 
@@ -19,56 +18,90 @@ EPS = 1e-7
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
   """Exact ROC AUC with ties counted as one half (Mann-Whitney U); NaN without both classes."""
+  scores = np.asarray(scores, np.float64)
+  return float(grouped_auc(labels, scores, np.zeros(scores.shape, np.intp), 1)[0])
+
+
+def grouped_auc(labels: np.ndarray, scores: np.ndarray, group: np.ndarray,
+                num_groups: int) -> np.ndarray:
+  """(num_groups,) exact AUC of each group's rows (`group` == g), NaN for a group without
+  both classes: the Mann-Whitney U of mid-ranks within the group, for every group from one
+  sort by (group, score), not one sort a group (100 scenes: 100 sorts each evaluation)."""
   labels = np.asarray(labels) > 0.5
-  n_pos = int(labels.sum())
-  n_neg = labels.size - n_pos
-  if n_pos == 0 or n_neg == 0:
-    return float("nan")
-  ranks = stats.rankdata(np.asarray(scores, np.float64))      # mid-ranks for ties
-  return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+  group = np.asarray(group, np.intp)
+  order = np.lexsort((scores, group))
+  g, v, positive = group[order], scores[order], labels[order]
+  n = len(v)
+  run_starts = np.ones(n, bool)                  # a run: rows of equal (group, score)
+  run_starts[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
+  first = np.flatnonzero(run_starts)
+  last = np.append(first[1:], n) - 1
+  run = np.cumsum(run_starts) - 1
+  group_first = np.searchsorted(g, np.arange(num_groups))
+  ranks = (first[run] + last[run]) / 2 - group_first[g] + 1   # 1-based mid-ranks in the group
+  n_pos = np.bincount(g, weights=positive, minlength=num_groups)
+  n_neg = np.bincount(g, minlength=num_groups) - n_pos
+  rank_sum = np.bincount(g, weights=ranks * positive, minlength=num_groups)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    result = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+  return np.where((n_pos > 0) & (n_neg > 0), result, np.nan)
 
 
 def task_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+  labels = np.asarray(labels)
+  return grouped_task_metrics(labels, probs, np.zeros(labels.shape, np.intp), 1)[0]
+
+
+def grouped_task_metrics(labels: np.ndarray, probs: np.ndarray, group: np.ndarray,
+                         num_groups: int) -> list[dict[str, float]]:
+  """The metrics of each group's rows (`group` == g), every group at once; a group without
+  rows has its count (0) alone."""
   labels = np.asarray(labels, np.float64)
   probs = np.clip(np.asarray(probs, np.float64), EPS, 1 - EPS)
-  if labels.size == 0:
-    return {"count": 0}
-  rate = labels.mean()
-  return {
-      "auc": auc(labels, probs),
-      "mae": float(np.abs(labels - probs).mean()),
-      "logloss": float(-(labels * np.log(probs) + (1 - labels) * np.log1p(-probs)).mean()),
+  group = np.asarray(group, np.intp)
+  count = np.bincount(group, minlength=num_groups)
+
+  def mean(values):
+    with np.errstate(divide="ignore", invalid="ignore"):
+      return np.bincount(group, weights=values, minlength=num_groups) / count
+
+  rate, mean_prediction = mean(labels), mean(probs)
+  columns = {
+      "auc": grouped_auc(labels, probs, group, num_groups),
+      "mae": mean(np.abs(labels - probs)),
+      "logloss": mean(-(labels * np.log(probs) + (1 - labels) * np.log1p(-probs))),
       # Mean prediction over observed rate: 1 is calibrated, > 1 over-predicts.
-      "calibration": float(probs.mean() / rate) if rate > 0 else float("nan"),
-      "mean_prediction": float(probs.mean()),
-      "observed_rate": float(rate),
-      "count": int(labels.size),
+      "calibration": np.where(rate > 0, mean_prediction / np.where(rate > 0, rate, 1), np.nan),
+      "mean_prediction": mean_prediction,
+      "observed_rate": rate,
   }
+  return [{**{k: float(v[g]) for k, v in columns.items()}, "count": int(count[g])}
+          if count[g] else {"count": 0} for g in range(num_groups)]
 
 
 def task_slices(columns: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray]):
-  """(task, labels, predictions) of each task on its own rows; probs has 'ctr' and 'cvr',
-  or 'ctr' alone for CTR-only data."""
-  yield "ctr", columns["click"], probs["ctr"]
+  """(task, labels, predictions, its rows: a mask or slice of the columns' rows) of each
+  task on its own rows; probs has 'ctr' and 'cvr', or 'ctr' alone for CTR-only data."""
+  every = slice(None)
+  yield "ctr", columns["click"], probs["ctr"], every
   if "cvr" not in probs:
     return
   clicked = columns["click"] > 0.5
-  yield "cvr", columns["conversion"][clicked], probs["cvr"][clicked]
-  yield "ctcvr", columns["conversion"], probs["ctr"] * probs["cvr"]
+  yield "cvr", columns["conversion"][clicked], probs["cvr"][clicked], clicked
+  yield "ctcvr", columns["conversion"], probs["ctr"] * probs["cvr"], every
 
 
 def report(split: str, columns: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray],
            scenes: tuple[str, ...]) -> dict[str, float]:
   """Flat '<split>/<scene>/<task>/<metric>' dict for every scene, 'all', and task."""
-  out = {}
-  scene_masks = [(name, columns["scene"] == s) for s, name in enumerate(scenes)]
-  for scene_name, mask in scene_masks + [("all", np.ones_like(columns["scene"], bool))]:
-    sliced_cols = {k: columns[k][mask] for k in ("click", "conversion") if k in columns}
-    sliced_probs = {k: v[mask] for k, v in probs.items()}
-    for task, labels, preds in task_slices(sliced_cols, sliced_probs):
-      for metric, value in task_metrics(labels, preds).items():
-        out[f"{split}/{scene_name}/{task}/{metric}"] = value
-  return out
+  by_task = {}
+  for task, labels, preds, rows in task_slices(columns, probs):
+    by_task[task] = (grouped_task_metrics(labels, preds, columns["scene"][rows], len(scenes))
+                     + [task_metrics(labels, preds)])
+  return {f"{split}/{scene_name}/{task}/{metric}": value
+          for s, scene_name in enumerate(tuple(scenes) + ("all",))
+          for task, per_scene in by_task.items()
+          for metric, value in per_scene[s].items()}
 
 
 def format_table(results: Mapping[str, float], split: str, scenes: tuple[str, ...],

@@ -125,7 +125,8 @@ def scene_slices(workdir: str, scene: str) -> dict[str, tuple[np.ndarray, np.nda
   saved = scene_predictions(workdir, scene)
   columns = {k: saved[k] for k in ("click", "conversion") if k in saved}
   probs = {k: saved[k] for k in tasks.PREDICTED if k in saved}
-  return {task: (labels, preds) for task, labels, preds in metrics.task_slices(columns, probs)}
+  return {task: (labels, preds)
+          for task, labels, preds, _ in metrics.task_slices(columns, probs)}
 
 
 @contextlib.contextmanager

@@ -55,3 +55,31 @@ def test_table_of_a_scene_whose_oracle_ranks_at_one_half():
   table = metrics.format_table(results, "test", ("a",)).splitlines()
   assert table[1].split()[-2:] == ["0.6500", "200.0%"]
   assert table[2].split()[-2:] == ["0.5000", "nan%"]
+
+
+def test_report_per_scene_equals_each_scenes_own_metrics():
+  # The report computes every scene at once (one sort); each scene's figures must be those
+  # of its rows alone, ties, one-class and empty scenes included.
+  rng = np.random.default_rng(0)
+  n, names = 600, ("a", "b", "c", "one_class", "empty")
+  scene = rng.choice(4, n, p=[0.5, 0.3, 0.15, 0.05])
+  click = (rng.random(n) < 0.4).astype(float)
+  click[scene == 3] = 0.0
+  columns = {"scene": scene, "click": click, "conversion": click * (rng.random(n) < 0.5)}
+  probs = {"ctr": np.round(rng.random(n), 1), "cvr": np.round(rng.random(n), 2)}
+  r = metrics.report("val", columns, probs, names)
+  for s, name in enumerate(names):
+    rows = scene == s
+    own = metrics.report("val", {**{k: v[rows] for k, v in columns.items()},
+                                 "scene": np.zeros(rows.sum(), int)},
+                         {k: v[rows] for k, v in probs.items()}, ("x",))
+    for key, value in own.items():
+      if key.startswith("val/all/"):
+        mine = r[key.replace("val/all/", f"val/{name}/")]
+        assert (np.isnan(value) and np.isnan(mine)) or mine == pytest.approx(value, abs=1e-12)
+    if rows.any() and s != 3:
+      labels = columns["click"][rows]
+      assert r[f"val/{name}/ctr/auc"] == pytest.approx(
+          _pairwise_auc(labels, probs["ctr"][rows]), abs=1e-12)
+  assert np.isnan(r["val/one_class/ctr/auc"])
+  assert r["val/empty/ctr/count"] == 0 and "val/empty/ctr/auc" not in r
