@@ -29,7 +29,8 @@ from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
-from tensorboardX import SummaryWriter
+from tensorboardX import FileWriter, summary
+from tensorboardX.proto.summary_pb2 import Summary
 
 from mtms_jax import errors, parallel
 from mtms_jax.data import fingerprint
@@ -210,15 +211,19 @@ class RunWriter:
     rewind_log(metrics, resume_step)
     os.makedirs(os.path.dirname(metrics), exist_ok=True)
     self.jsonl = open(metrics, "a")
-    self.tb = SummaryWriter(path(workdir, TENSORBOARD))
+    self.tb = FileWriter(path(workdir, TENSORBOARD))
 
   def write(self, step: int, scalars: dict, **info):
     with errors.naming_file(self.jsonl.name):
       self.jsonl.write(json.dumps({"step": step, **info, **scalars}) + "\n")
       self.jsonl.flush()
-    for k, v in scalars.items():
-      if isinstance(v, (int, float)) and math.isfinite(v):
-        self.tb.add_scalar(k, v, step)
+    # One event for every scalar of the call: an event a scalar cost 0.1 ms each, 1.7 s of
+    # a 100-scene run's 14 s (its per-component scores, 200 a validation).
+    values = [value for k, v in scalars.items()
+              if isinstance(v, (int, float)) and math.isfinite(v)
+              for value in summary.scalar(k, v).value]
+    if values:
+      self.tb.add_summary(Summary(value=values), step)
 
   def __enter__(self):
     return self
