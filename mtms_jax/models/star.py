@@ -11,9 +11,14 @@ shapes the network, in the paper's three parts:
   a shared scale and bias (gamma, beta) times / plus scene p's. A training update uses the
   mean and variance of the batch's rows of scene p (all devices' rows under pmap); eval
   uses the moving averages E_p, Var_p, which `update_statistics` moves towards the batch's
-  after every update (a scene without rows in the batch keeps its own). They live in
-  params['ranking']['statistics']: saved, restored, exported and copied with the network
-  they belong to, but they are not gradients, so the update step sets them itself.
+  after every update (a scene without rows in the batch keeps its own). The averages start
+  at 0 and are read debiased, divided by 1 - momentum ** (the scene's updates), as Adam reads
+  its moments: at momentum 0.99 an average started at (0, 1) still weighed its start 82%
+  after 20 updates, so the evaluations that stop a short run early scored inputs scaled by
+  the start's variance, not the data's (the regime map's runs stopped at their first
+  evaluations). They live in params['ranking']['statistics']: saved, restored, exported and
+  copied with the network they belong to, but they are not gradients, so the update step
+  sets them itself.
 - Star topology FCN (Sec. 4.1, Eq. 1): every layer of scene p computes
   relu(x @ (W * W_p) + (b + b_p)), the shared weights times the scene's, element-wise, plus
   the biases. Here a bottom of `star_hidden` layers shared by the tasks, then one star
@@ -222,10 +227,21 @@ class Model(joint.JointModel):
 
   def _init_network(self, rng: jax.Array) -> dict:
     shape = (self.num_scenes, self.star_width)
-    statistics = {"mean": jnp.zeros(shape), "var": jnp.ones(shape)}
+    # Sums of the moving averages and each scene's updates (float: params are optimized).
+    statistics = {"mean": jnp.zeros(shape), "var": jnp.zeros(shape),
+                  "updates": jnp.zeros(self.num_scenes)}
     network = self.network.init(rng, jnp.zeros((1, self.star_width)), jnp.zeros((1,), jnp.int32),
-                                statistics["mean"], statistics["var"])["params"]
+                                *self.moving_statistics(statistics))["params"]
     return {"network": network, "statistics": statistics}
+
+  def moving_statistics(self, statistics: dict) -> tuple[jax.Array, jax.Array]:
+    """(mean, var) (S, I) that eval normalizes with: the debiased moving averages; mean 0
+    and variance 1 for a scene never seen in training."""
+    seen = (statistics["updates"] > 0)[:, None]
+    debias = 1 - self.config.statistics_momentum ** statistics["updates"][:, None]
+    safe = jnp.where(seen, debias, 1.0)
+    return (jnp.where(seen, statistics["mean"] / safe, 0.0),
+            jnp.where(seen, statistics["var"] / safe, 1.0))
 
   def star_input(self, rows, batch, phase: str) -> jax.Array:
     return self.network_input(rows, batch, phase)[:, :self.star_width]
@@ -237,17 +253,21 @@ class Model(joint.JointModel):
     if train:
       logits = self.network.apply(network, x, scene, axis_name=axis_name)
     else:
-      statistics = params["ranking"]["statistics"]
-      logits = self.network.apply(network, x, scene, statistics["mean"], statistics["var"])
+      logits = self.network.apply(network, x, scene,
+                                  *self.moving_statistics(params["ranking"]["statistics"]))
     return self.logits_by_task(logits)
 
   def update_statistics(self, params, new_params, rows, batch, axis_name: str | None = None):
-    """new_params with statistics = momentum * old + (1 - momentum) * the batch's, for every
-    scene with rows in the batch; the others keep theirs."""
+    """new_params with statistics = momentum * old + (1 - momentum) * the batch's, and one
+    more update counted, for every scene with rows in the batch; the others keep theirs."""
     count, mean, var = scene_moments(self.star_input(rows, batch, "joint"), batch["scene"],
                                      self.num_scenes, axis_name)
-    momentum, seen = self.config.statistics_momentum, (count > 0)[:, None]
+    momentum, seen = self.config.statistics_momentum, count > 0
     old = params["ranking"]["statistics"]
-    moved = {"mean": jnp.where(seen, momentum * old["mean"] + (1 - momentum) * mean, old["mean"]),
-             "var": jnp.where(seen, momentum * old["var"] + (1 - momentum) * var, old["var"])}
+
+    def move(average, batch_value):
+      return jnp.where(seen[:, None], momentum * average + (1 - momentum) * batch_value, average)
+
+    moved = {"mean": move(old["mean"], mean), "var": move(old["var"], var),
+             "updates": old["updates"] + seen}
     return {**new_params, "ranking": {**new_params["ranking"], "statistics": moved}}

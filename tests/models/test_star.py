@@ -45,7 +45,15 @@ def _random_params(params, seed=0):
                          params["ranking"])
   ranking["statistics"]["var"] = rng.uniform(0.5, 1.5, ranking["statistics"]["var"].shape
                                              ).astype(np.float32)
+  ranking["statistics"]["updates"] = np.arange(1, 1 + ranking["statistics"]["updates"].size,
+                                               dtype=np.float32)
   return {**params, "ranking": ranking}
+
+
+def _moving(stats, momentum=0.99):
+  """The debiased moving averages eval normalizes with: sum / (1 - momentum ** updates)."""
+  debias = 1 - momentum ** np.float64(stats["updates"])[:, None]
+  return np.float64(stats["mean"]) / debias, np.float64(stats["var"]) / debias
 
 
 def _reference_logits(net, x, scene, mean, var, tasks):
@@ -81,8 +89,7 @@ def test_forward_equals_numpy_from_the_paper(tiny_data, route):
   net = jax.tree.map(lambda a: np.asarray(a, np.float64), params["ranking"]["network"])
   stats = params["ranking"]["statistics"]
   # Eval: the moving statistics.
-  expected = _reference_logits(net, x, scene, np.float64(stats["mean"]),
-                               np.float64(stats["var"]), ("ctr", "cvr"))
+  expected = _reference_logits(net, x, scene, *_moving(stats), ("ctr", "cvr"))
   measured = model.apply(params, rows, batch, "joint")
   for task in ("ctr", "cvr"):
     np.testing.assert_allclose(measured[f"{task}_logit"], expected[task], rtol=1e-5, atol=1e-5)
@@ -115,14 +122,19 @@ def test_a_scenes_parameters_move_only_with_its_rows(tiny_data):
   state, _ = update(train_state.init_state(params, txs), batch)     # params donated
   after = _scene_leaves(state["params"]["ranking"])
   # norm scale and bias; kernel and bias of 5 star layers (bottom 1, 2 towers of 2); statistics
-  assert len(after) == 2 + 2 * 5 + 2
+  assert len(after) == 2 + 2 * 5 + 3
   for name, value in after.items():
     np.testing.assert_array_equal(value[1], before[name][1], err_msg=name)  # scene 1: kept
     assert not np.allclose(value[0], before[name][0]), name                # scene 0: moved
-  # The moving statistics moved 1% towards scene 0's rows of the batch.
+  # The moving averages moved 1% from 0 towards scene 0's rows of the batch: read debiased,
+  # after one update they are that batch's moments.
   np.testing.assert_allclose(after["statistics/mean"][0], 0.01 * x.mean(0), rtol=1e-4,
                              atol=1e-7)
-  np.testing.assert_allclose(after["statistics/var"][0], 0.99 + 0.01 * x.var(0), rtol=1e-5)
+  np.testing.assert_allclose(after["statistics/var"][0], 0.01 * x.var(0), rtol=1e-4)
+  mean, var = model.moving_statistics(state["params"]["ranking"]["statistics"])
+  np.testing.assert_allclose(mean[0], x.mean(0), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(var[0], x.var(0), rtol=1e-4)
+  np.testing.assert_array_equal(after["statistics/updates"], [1.0, 0.0])
 
 
 def test_a_trained_run_exports_and_scores_as_the_trainer_predicts(experiment_runs, tmp_path):
