@@ -123,6 +123,7 @@ def base_config(arg=None) -> ml_collections.ConfigDict:
   # all five regimes measured (CVR AUC +0.003 to +0.029; README, When does MTMS win?).
   # With sharing 'all' the one component is scored on every row and task.
   config.phases.embedding.early_stopping.per_component = True
+  config.phases.embedding.early_stopping.min_rows = 0
   config.batch_size = 1024
   config.eval_batch_size = 8192
   config.log_every = 100

@@ -174,6 +174,9 @@ def check_phase(phase: ml_collections.ConfigDict, where: str, trains_tables: boo
   if es.metric != "loss":
     check_metric(f"{where}.early_stopping.metric", es.metric, ("val",))
   early_stopping.metric_mode(es.metric, es.mode)      # a known mode, or one it can infer
+  min_rows = es.get("min_rows", 0)
+  errors.expect(isinstance(min_rows, int) and min_rows >= 0, f"{where}.early_stopping.min_rows",
+                min_rows, "an integer >= 0 (0: every component scored on its own rows)")
 
 
 def check_metric(key: str, name: str, splits: tuple[str, ...]) -> None:

@@ -93,6 +93,8 @@ CASES = {
          "config.phases.embedding.early_stopping.evals_per_epoch=0: expected > 0"),
         ("quickstart", "phases.embedding.early_stopping.patience", -1,
          "config.phases.embedding.early_stopping.patience=-1: expected >= 0"),
+        ("quickstart", "phases.embedding.early_stopping.min_rows", -5,
+         "config.phases.embedding.early_stopping.min_rows=-5: expected an integer >= 0"),
     ],
     "schedule": [
         ("quickstart", "schedule.order", ("embedding", "joint"),

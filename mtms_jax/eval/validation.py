@@ -18,6 +18,7 @@ phase's early-stopping score, or with early_stopping.per_component each componen
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 
 import ml_collections
@@ -109,9 +110,46 @@ def component_score(report: Mapping[str, float], metric: str, scene: str,
   scene's and one task with sharing 'none', the scene's tasks with 'tasks', every row and
   task with 'all': scene 'all'): metric 'loss' is the sum of
   its tasks' mean log losses (CVR on clicked rows), a metric '<split>/<scene>/<task>/<m>'
-  the mean of its tasks' <m>."""
-  values = [report[f"val/{scene}/{task}/{component_metric(metric)}"] for task in tasks]
+  the mean of its tasks' <m>. NaN where its scene has no validation rows of a task it serves
+  (e.g. no clicked rows in a small scene): it is never scored better, and so stops after
+  `patience` evaluations (train/early_stopping.py)."""
+  values = [report.get(f"val/{scene}/{task}/{component_metric(metric)}", math.nan)
+            for task in tasks]
   return float(sum(values) if metric == "loss" else np.mean(values))
+
+
+def component_scores(report: Mapping[str, float], metric: str,
+                     components: tuple[tuple[str, tuple[str, ...]], ...],
+                     min_rows: int = 0) -> np.ndarray:
+  """(C,) early-stopping scores of the components (scene name, tasks): each its own
+  `component_score`. With min_rows > 0, the components with fewer validation rows than that
+  (of their scarcest task: CVR's are the scene's clicked rows) are scored together, those of
+  the same tasks on their rows pooled (each task's count-weighted mean metric, summed over
+  tasks for 'loss' as `component_score` sums them: for 'loss' their pooled log loss): they
+  then improve and stop together. Why: a score of a few dozen rows is mostly noise, and
+  stopping on it stops a small scene's components at a lucky evaluation, early."""
+  scores = np.array([component_score(report, metric, scene, tasks)
+                     for scene, tasks in components])
+  if min_rows <= 0:
+    return scores
+  name = component_metric(metric)
+
+  def rows(scene, task):
+    return report.get(f"val/{scene}/{task}/count", 0)
+
+  pools = {}
+  for i, (scene, tasks) in enumerate(components):
+    if min(rows(scene, task) for task in tasks) < min_rows:
+      pools.setdefault(tasks, []).append(i)
+  for tasks, members in pools.items():
+    pooled = []
+    for task in tasks:
+      scenes = [components[i][0] for i in members if rows(components[i][0], task)]
+      counts = np.array([rows(scene, task) for scene in scenes], np.float64)
+      values = np.array([report[f"val/{scene}/{task}/{name}"] for scene in scenes])
+      pooled.append(float(counts @ values / counts.sum()) if scenes else math.nan)
+    scores[members] = sum(pooled) if metric == "loss" else np.mean(pooled)
+  return scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,10 +170,14 @@ class Evaluator:
     if early_stopping.stopped_apart(config, model):
       components = tuple(("all" if s is None else rows.schema.scenes[s], tasks)
                          for s, tasks in model.component_owners())
-    return cls(rows, config.phases, config.eval_batch_size,
-               prediction.make_predict_fn(model, prediction.prediction_phases(config, model)),
-               {phase: prediction.make_predict_fn(model, phase)
-                for phase in config.schedule.order}, components)
+    phase_fns = {phase: prediction.make_predict_fn(model, phase)
+                 for phase in config.schedule.order}
+    sources = prediction.prediction_phases(config, model)
+    # Every task from one phase (the usual case): that phase's function, compiled once.
+    one = set(sources.values())
+    predict_fn = (phase_fns[next(iter(one))] if len(one) == 1 and one <= set(phase_fns)
+                  else prediction.make_predict_fn(model, sources))
+    return cls(rows, config.phases, config.eval_batch_size, predict_fn, phase_fns, components)
 
   def metrics(self, params) -> dict:
     """The model's validation metrics ('val/<scene>/<task>/<metric>'): they rank checkpoints."""
@@ -152,8 +194,7 @@ class Evaluator:
     scalars.update({f"val/{phase}/{task}/auc": report[f"val/all/{task}/auc"]
                     for task in self.rows.schema.metric_tasks})
     if es.get("per_component", False):
-      score = np.array([component_score(report, es.metric, scene, tasks)
-                        for scene, tasks in self.components])
+      score = component_scores(report, es.metric, self.components, es.get("min_rows", 0))
       name = component_metric(es.metric)
       scalars.update({f"val/{phase}/{scene}/{'+'.join(tasks)}/{name}": float(x)
                       for (scene, tasks), x in zip(self.components, score)})

@@ -230,3 +230,37 @@ def test_phases_can_read_their_own_share_of_each_day(tiny_data):
   config.phases.ranking.rows = (0.75, 0.5)
   with pytest.raises(UserError, match=r"phases.ranking.rows=\(0.75, 0.5\)"):
     schedule.make_schedule(config, {0: 4000})
+
+
+def _component_report():
+  """A validation report of three scenes: 'big' with many rows, 'small' and 'tiny' with few,
+  'tiny' without clicked rows."""
+  report = {}
+  for scene, rows, clicked, ctr_loss, cvr_loss in (("big", 5000, 500, 0.30, 0.60),
+                                                    ("small", 300, 30, 0.20, 0.50),
+                                                    ("tiny", 100, 0, 0.40, None)):
+    report.update({f"val/{scene}/ctr/count": rows, f"val/{scene}/ctr/logloss": ctr_loss,
+                   f"val/{scene}/cvr/count": clicked})
+    if cvr_loss is not None:
+      report[f"val/{scene}/cvr/logloss"] = cvr_loss
+  components = tuple((scene, (task,)) for scene in ("big", "small", "tiny")
+                     for task in ("ctr", "cvr"))
+  return report, components
+
+
+def test_each_component_is_scored_on_its_own_rows_and_task():
+  report, components = _component_report()
+  scores = validation.component_scores(report, "loss", components)
+  np.testing.assert_allclose(scores[:4], [0.30, 0.60, 0.20, 0.50])
+  assert scores[4] == 0.40 and np.isnan(scores[5])      # no clicked rows: no CVR score
+
+
+def test_components_with_few_rows_are_scored_on_their_rows_pooled():
+  report, components = _component_report()
+  scores = validation.component_scores(report, "loss", components, min_rows=1000)
+  # CTR: big alone; small and tiny pooled, their log losses weighted by rows.
+  pooled_ctr = (300 * 0.20 + 100 * 0.40) / 400
+  np.testing.assert_allclose(scores[[0, 2, 4]], [0.30, pooled_ctr, pooled_ctr])
+  # CVR: every scene below 1000 clicked rows; tiny has none, so it adds nothing to the pool.
+  pooled_cvr = (500 * 0.60 + 30 * 0.50) / 530
+  np.testing.assert_allclose(scores[[1, 3, 5]], [pooled_cvr] * 3)
