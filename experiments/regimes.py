@@ -34,7 +34,11 @@ and MMoE:
                   them (schedule.history_days), then trains on the window's first 3 days in
                   order (day T starts from day T-1's state) and tests on its last
   movielens_like  the statistics of MovieLens-100K with age scenes (docs/REGIMES.md)
-Add 'smoke' for a seconds-long run (the map's smoke: 2 cells, MTMS and ESMM).
+Add 'smoke' for a seconds-long run (the map's smoke: 2 cells, MTMS and ESMM), and 'dev'
+for the dev day: every run one day earlier, testing on the last training day, never on the
+test day (`make experiment NAME=regimes ARG=dev RUN=dev`). MTMS's defaults were picked there:
+the validation rows are what early stopping picks each phase's (and component's) best on,
+so scores on them favour whatever selects the most (README, When does MTMS win?).
 """
 
 import os
@@ -103,19 +107,20 @@ def movielens_reference():
   return {"label": "MovieLens-100K (age scenes)", "data": data, "item_field": "item"}
 
 
-def hot_start(config, history):
+def hot_start(config, history, dev=False):
   """Days numbered from the first history day: the window is the last num_days days, the
   last of them the test day. MTMS pre-trains its embeddings on the history days, then
   alternates its phases on the window's days in order (paper Sec. IV); the joint models have
-  one phase and train on every day alike."""
-  last = history + config.data.kwargs["num_days"] - 1
+  one phase and train on every day alike. dev: the same one day earlier, the window's last
+  training day its test day, so the test day is never read (where defaults are picked)."""
+  last = history + config.data.kwargs["num_days"] - 1 - int(dev)
   config.train_days = tuple(range(last))
   config.test_day = last
   config.compare.rows.mtms.schedule.history_days = history
   config.compare.rows.mtms.schedule.history_order = ("embedding",) if history else ()
 
 
-def map_config(smoke):
+def map_config(smoke, dev=False):
   config = common.compare_config(
       "smoke" if smoke else None, rows, baseline="mtms", tasks=("ctr", "cvr", "ctcvr"),
       metrics=("auc",), layout="columns", seeds=3, scene="all",
@@ -129,7 +134,7 @@ def map_config(smoke):
     config.data.kwargs.update(rows_per_day=2000, num_users=50, num_ads=20, history_days=1)
     config.compare.order = ("mtms", "esmm")
     order = ("sparse_2scenes_sim00", "rich_2scenes_sim10")
-  hot_start(config, config.data.kwargs["history_days"])
+  hot_start(config, config.data.kwargs["history_days"], dev)
   # Each phase reads its epochs of a day's rows, with no floor of steps (min_steps 200 would
   # be 11 epochs of a map day): every model gets the same budget in epochs.
   for row in config.compare.rows.values():
@@ -141,7 +146,7 @@ def map_config(smoke):
   return config
 
 
-def regime_config(regime, smoke):
+def regime_config(regime, smoke, dev=False):
   config = common.compare_config(
       "smoke" if smoke else None, lambda focus: {
           name: row for name, row in rows(focus).items() if name in ("mtms", "esmm", "mmoe")},
@@ -155,15 +160,15 @@ def regime_config(regime, smoke):
   config.data = common.synthetic_data()
   config.data.name = "regimes"
   config.data.kwargs = kwargs
-  hot_start(config, kwargs.get("history_days", 0))
+  hot_start(config, kwargs.get("history_days", 0), dev)
   return config
 
 
 def get_config(arg=None):
-  flags = common.parse_arg(arg, known=("smoke",) + tuple(REGIMES))
+  flags = common.parse_arg(arg, known=("smoke", "dev") + tuple(REGIMES))
   picked = sorted(flags & set(REGIMES))
   if len(picked) > 1:
     raise ValueError(f"config args name regimes {picked}; pick one")
   if picked:
-    return regime_config(picked[0], "smoke" in flags)
-  return map_config("smoke" in flags)
+    return regime_config(picked[0], "smoke" in flags, "dev" in flags)
+  return map_config("smoke" in flags, "dev" in flags)

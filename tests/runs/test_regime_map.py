@@ -104,3 +104,14 @@ def test_smoke_map_writes_the_map_and_reuses_its_runs(tmp_path, monkeypatch):
   def reproducible(results):      # NaN p's (no conversions in a tiny test day) compare equal
     return json.dumps({k: v for k, v in results.items() if "seconds" not in k}, sort_keys=True)
   assert reproducible(again) == reproducible(out)
+
+
+@pytest.mark.parametrize("arg", ["", "distinct"])
+def test_the_dev_day_is_the_last_training_day_and_never_reads_the_test_day(arg):
+  test = regimes_experiment.get_config(arg or None)
+  dev = regimes_experiment.get_config(",".join(filter(None, [arg, "dev"])))
+  assert dev.test_day == test.train_days[-1] == test.test_day - 1
+  assert dev.train_days == test.train_days[:-1]
+  history = dev.compare.rows.mtms.schedule.history_days
+  assert history == test.compare.rows.mtms.schedule.history_days
+  assert history < len(dev.train_days)       # MTMS still trains its window's days
