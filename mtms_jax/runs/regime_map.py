@@ -8,7 +8,9 @@ per task, the subject (MTMS) minus the best other model.
 A map config is a comparison config (`runs/compare.py`: data, rows, seeds, ...) with a section
   regime_map.cells.<name>   row, column: the cell's place on the heatmaps (e.g. 'rich, 10
                             scenes', 'similarity 0.5'); kwargs: its data's kwargs, over
-                            config.data.kwargs
+                            config.data.kwargs; optional rows.<row>.model: settings of that
+                            row's model in this cell, over compare.rows.<row>.model (e.g.
+                            the sources MTMS's ranking phase reads of 100 scenes)
   regime_map.order          the cells to run, in order
   regime_map.subject        the row each cell measures against the best of the others
   regime_map.metric         'auc' (higher is better) or 'mae' (lower)
@@ -67,14 +69,20 @@ def check(config: ml_collections.ConfigDict) -> None:
     missing = {"row", "column", "kwargs"} - set(m.cells[name])
     if missing:
       raise errors.UserError(f"config.regime_map.cells.{name} lacks {sorted(missing)}")
+    rows = tuple(m.cells[name].get("rows", {}))
+    errors.expect(set(rows) <= set(config.compare.order), f"config.regime_map.cells.{name}.rows",
+                  rows, f"rows of config.compare.order {list(config.compare.order)}")
 
 
 def cell_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-  """The comparison config of cell `name`: its data kwargs over the map's, the subject as
-  baseline, no `regime_map` section (the cell's runs are ordinary comparison runs)."""
+  """The comparison config of cell `name`: its data kwargs over the map's, its rows' model
+  settings over theirs, the subject as baseline, no `regime_map` section (the cell's runs
+  are ordinary comparison runs)."""
   cell = config.to_dict()
   section = cell.pop("regime_map")
   cell["data"]["kwargs"].update(section["cells"][name]["kwargs"])
+  for row, settings in section["cells"][name].get("rows", {}).items():
+    cell["compare"]["rows"][row]["model"].update(settings["model"])
   cell["compare"]["baseline"] = section["subject"]
   return ml_collections.ConfigDict(cell)
 

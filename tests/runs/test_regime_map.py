@@ -115,3 +115,16 @@ def test_the_dev_day_is_the_last_training_day_and_never_reads_the_test_day(arg):
   history = dev.compare.rows.mtms.schedule.history_days
   assert history == test.compare.rows.mtms.schedule.history_days
   assert history < len(dev.train_days)       # MTMS still trains its window's days
+
+
+def test_a_cell_sets_its_rows_model_settings_and_only_those():
+  config = regimes_experiment.get_config()
+  cell = regime_map.cell_config(config, "rich_100scenes_sim05")
+  assert cell.compare.rows.mtms.model.ranking_scenes == regimes_experiment.LARGEST_SCENES
+  assert cell.compare.rows.mtms.model.sharing == config.compare.rows.mtms.model.sharing
+  assert cell.compare.rows.esmm.model == config.compare.rows.esmm.model
+  other = regime_map.cell_config(config, "rich_10scenes_sim05")
+  assert other.compare.rows.mtms.model.ranking_scenes == ()
+  config.regime_map.cells.rich_100scenes_sim05.rows = {"nope": {"model": {}}}
+  with pytest.raises(UserError, match="cells.rich_100scenes_sim05.rows"):
+    regime_map.check(config)

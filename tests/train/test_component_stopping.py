@@ -20,7 +20,7 @@ from mtms_jax.train import step as step_lib
 def _model(tiny_data, sharing="none"):
   config = common.base_config("smoke")
   config.model.sharing = sharing
-  config.phases.embedding.early_stopping.per_component = True
+  config.phases.embedding.early_stopping.update(per_component=True, min_rows=0)
   return config, models.get_model(tiny_data.schema, config.model)
 
 
@@ -135,9 +135,9 @@ def test_stopped_components_do_not_change_in_later_updates(tiny_data, table_opti
     assert same == stopped, c
 
 
-def _overfitting_config():
+def _overfitting_config(min_rows=0):
   """MTMS on one small day, a high learning rate and many embedding epochs: its components
-  overfit quickly, each at its own step."""
+  overfit quickly, each at its own step (min_rows 0: each scored on its own rows)."""
   config = common.base_config("smoke")
   config.data.kwargs.update(rows_per_day=3000)
   config.train_days, config.test_day = (0,), 1
@@ -145,7 +145,7 @@ def _overfitting_config():
   embedding.update(steps=0, epochs=30.0)
   embedding.optimizer.learning_rate = 0.02
   embedding.early_stopping.update(patience=2, evals_per_epoch=4, min_eval_steps=1,
-                                  per_component=True)
+                                  per_component=True, min_rows=min_rows)
   config.checkpoint.every_steps = 7
   config.log_every = 5
   return config
@@ -172,6 +172,17 @@ def test_components_stop_at_their_own_steps(stopped_run):
                      or scores[i][n] != scores[i - 1][n]) for n in names]
   assert len(set(last_change)) > 1, last_change
   assert results["train_steps"] < 30 * 2700 / 64 / 3     # planned: 30 epochs
+
+
+def test_components_with_few_rows_stop_together_per_task(tmp_path):
+  # Every component has fewer validation rows than min_rows: the two scenes' CTR components
+  # are scored on their rows pooled, so are the CVR ones, and each pair stops together.
+  trainer.train_and_evaluate(_overfitting_config(min_rows=10**6), str(tmp_path))
+  lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  scores = [x for x in lines if x["phase"] == "early_stopping" and "val/embedding/loss" in x]
+  for task in ("ctr", "cvr"):
+    pair = [f"val/embedding/scene{s}/{task}/logloss" for s in (0, 1)]
+    assert all(x[pair[0]] == x[pair[1]] for x in scores), task
 
 
 def test_component_stopped_run_resumes_exactly(stopped_run, tmp_path, monkeypatch):
