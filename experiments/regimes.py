@@ -11,7 +11,7 @@ its defaults, 3 seeds), on the paper's protocol: a hot start (the embeddings pre
 HISTORY_DAYS history days), then the last 3 days trained in order, the next day tested.
 Writes regime_map.md / .csv / regime_map_<task>.png (MTMS minus the best other model, with
 DeLong's and the seeds test) and places MovieLens-100K (age scenes) beside the cells by its
-measured statistics. 53 min on a 2-core Intel Xeon at load 2-4 (README, When does MTMS win?).
+measured statistics. 28 min on an idle 2-core AMD EPYC (README, When does MTMS win?).
 
 What a cell's knobs are:
   similarity s   the scenes' label effects correlate by s (scene_similarity), and their ids
@@ -69,8 +69,8 @@ SCENE_COUNTS = (2, 10)
 MANY_SCENES = 100
 HISTORY_DAYS = 3
 LARGEST_SCENES = (0, 1, 2, 3)
-# The map's 13 cells x 8 models x 3 seeds took 53 min on 2 Intel cores at load 2-4 (78 min on
-# 2 AMD cores at load 4-10).
+# The map's 13 cells x 8 models x 3 seeds took 28 min on 2 idle AMD EPYC (Zen 4) cores,
+# 35 min on 2 idle Intel cores, 53-78 min with other jobs beside it.
 MAP_DATA = {"rows_per_day": 40_000, "num_days": 4, "history_days": HISTORY_DAYS,
             "embedding_dim": 16, "seed": 0}
 
