@@ -144,10 +144,12 @@ def component_scores(report: Mapping[str, float], metric: str,
   for tasks, members in pools.items():
     pooled = []
     for task in tasks:
-      scenes = [components[i][0] for i in members if rows(components[i][0], task)]
+      scenes = [components[i][0] for i in members]
       counts = np.array([rows(scene, task) for scene in scenes], np.float64)
-      values = np.array([report[f"val/{scene}/{task}/{name}"] for scene in scenes])
-      pooled.append(float(counts @ values / counts.sum()) if scenes else math.nan)
+      values = np.array([report.get(f"val/{scene}/{task}/{name}", math.nan) for scene in scenes])
+      scored = (counts > 0) & np.isfinite(values)     # e.g. an AUC of one class is NaN
+      pooled.append(float(counts[scored] @ values[scored] / counts[scored].sum())
+                    if scored.any() else math.nan)
     scores[members] = sum(pooled) if metric == "loss" else np.mean(pooled)
   return scores
 

@@ -264,3 +264,11 @@ def test_components_with_few_rows_are_scored_on_their_rows_pooled():
   # CVR: every scene below 1000 clicked rows; tiny has none, so it adds nothing to the pool.
   pooled_cvr = (500 * 0.60 + 30 * 0.50) / 530
   np.testing.assert_allclose(scores[[1, 3, 5]], [pooled_cvr] * 3)
+
+
+def test_a_pooled_metric_leaves_out_the_scenes_it_cannot_score():
+  report, components = _component_report()
+  report.update({"val/big/ctr/auc": 0.7, "val/small/ctr/auc": math.nan, "val/tiny/ctr/auc": 0.6})
+  ctr = tuple(c for c in components if c[1] == ("ctr",))
+  scores = validation.component_scores(report, "val/all/ctr/auc", ctr, min_rows=1000)
+  np.testing.assert_allclose(scores, [0.7, 0.6, 0.6])     # small's one-class AUC left out
