@@ -128,3 +128,9 @@ def test_a_cell_sets_its_rows_model_settings_and_only_those():
   config.regime_map.cells.rich_100scenes_sim05.rows = {"nope": {"model": {}}}
   with pytest.raises(UserError, match="cells.rich_100scenes_sim05.rows"):
     regime_map.check(config)
+
+
+def test_the_many_scenes_regime_reads_the_map_cells_ranking_sources():
+  config = regimes_experiment.get_config("many_scenes")
+  assert config.compare.rows.mtms.model.ranking_scenes == regimes_experiment.LARGEST_SCENES
+  assert regimes_experiment.get_config("distinct").compare.rows.mtms.model.ranking_scenes == ()
