@@ -233,6 +233,7 @@ class Checkpoints:
     return os.path.join(str(self.manager.directory), str(step))
 
   def _set_aside(self, step: int, error: Exception):
+    orbax_errors.drop_abandoned_reads()
     target = os.path.join(self.workdir, CORRUPT, str(step))
     while os.path.exists(target):
       target += "+"

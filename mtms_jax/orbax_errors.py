@@ -4,6 +4,7 @@ failed read."""
 from __future__ import annotations
 
 import errno
+import logging as std_logging
 import os
 import sys
 
@@ -43,6 +44,25 @@ def drop_late_read_callbacks():
       previous(unraisable)
   hook.drops_late_read_callbacks = True
   sys.unraisablehook = hook
+
+
+def drop_abandoned_reads():
+  """Keeps the echoes of a damaged checkpoint's failed read off stderr (call once one failed).
+
+  orbax reads a checkpoint's arrays as concurrent asyncio tasks and raises the first
+  failure; the tasks that failed beside it are never awaited, and asyncio logs each one's
+  error and traceback when the garbage collector takes the task (one damaged file: one per
+  array in it, whenever collection happens to run). The one warning of the failed read says
+  all they would.
+  """
+  log = std_logging.getLogger("asyncio")
+  if not any(f is _not_a_never_retrieved_error for f in log.filters):
+    log.addFilter(_not_a_never_retrieved_error)
+
+
+def _not_a_never_retrieved_error(record: std_logging.LogRecord) -> bool:
+  return not record.getMessage().startswith(("Task exception was never retrieved",
+                                             "Future exception was never retrieved"))
 
 
 def drop_logged_errors():
