@@ -43,6 +43,7 @@ CASES = {
          "config.model.ranking_head='each': expected one of ['scene', 'shared']"),
         ("quickstart", "model.ranking_hidden", (), "config.model.ranking_hidden=(): expected a"),
         ("quickstart", "model.tower_hidden", (8, 0), "config.model.tower_hidden=(8, 0)"),
+        ("quickstart", "model.cvr_tower_hidden", (0,), "config.model.cvr_tower_hidden=(0,)"),
         ("quickstart", "model.ranking_scenes", (-1,), "config.model.ranking_scenes=(-1,)"),
         ("mmoe", "model.num_experts", 0, "config.model.num_experts=0: expected >= 1"),
         ("ple", "model.num_levels", 0, "config.model.num_levels=0: expected >= 1"),

@@ -58,18 +58,18 @@ RANKING_HEADS = ("scene", "shared")
 
 class Towers(nn.Module):
   """Per-(scene, task) towers of the embedding phase: one input and one logit per task;
-  route: SceneMLP's."""
+  hidden: each task's hidden widths; route: SceneMLP's."""
   num_scenes: int
-  hidden: tuple[int, ...]
+  hidden: tuple[tuple[int, ...], ...]
   tasks: tuple[str, ...]
   route: str = "auto"
 
   @nn.compact
   def __call__(self, *inputs_and_scene):
     *inputs, scene = inputs_and_scene
-    features = tuple(self.hidden) + (1,)
-    return tuple(SceneMLP(self.num_scenes, features, route=self.route, name=task)(x, scene)[:, 0]
-                 for task, x in zip(self.tasks, inputs))
+    return tuple(SceneMLP(self.num_scenes, tuple(hidden) + (1,), route=self.route,
+                          name=task)(x, scene)[:, 0]
+                 for task, hidden, x in zip(self.tasks, self.hidden, inputs))
 
 
 class RankingNetwork(nn.Module):
@@ -110,7 +110,8 @@ class RankingNetwork(nn.Module):
 
 
 class Model:
-  """See the module docstring. config: sharing, tower_hidden, ranking_hidden, aggregation,
+  """See the module docstring. config: sharing, tower_hidden, cvr_tower_hidden (optional,
+  default None: the CVR towers' own widths, else tower_hidden's), ranking_hidden, aggregation,
   ranking_scenes (optional, default ()), ranking_residual (optional, default False),
   ranking_head (optional, default 'scene': one head per scene; 'shared': one for all),
   scene_route (optional, default 'auto': how examples meet their scene's weights, one of
@@ -130,6 +131,8 @@ class Model:
     errors.expect_choice(f"{where}.scene_route", config.get("scene_route", "auto"), ROUTES)
     layers.check_widths(config, where, "tower_hidden", "ranking_hidden",
                         allow_empty=("tower_hidden",))
+    if config.get("cvr_tower_hidden") is not None:
+      layers.check_widths(config, where, "cvr_tower_hidden", allow_empty=("cvr_tower_hidden",))
     scenes = tuple(config.get("ranking_scenes", ()))
     errors.expect(all(s >= 0 for s in scenes), f"{where}.ranking_scenes", scenes,
                   "scene indices >= 0")
@@ -148,11 +151,18 @@ class Model:
                       "all": 1}[config.sharing]
     self.layout = embedding.make_layout(schema, num_components)
     route = config.get("scene_route", "auto")
-    self.towers = Towers(self.num_scenes, tuple(config.tower_hidden), self.tasks, route)
+    self.towers = Towers(self.num_scenes, tuple(self.tower_hidden(t) for t in self.tasks),
+                         self.tasks, route)
     self.residual = config.get("ranking_residual", False)
     self.ranker = RankingNetwork(self.num_scenes, tuple(config.ranking_hidden), len(self.tasks),
                                  self.residual, route,
                                  config.get("ranking_head", "scene") == "scene")
+
+  def tower_hidden(self, task: str) -> tuple[int, ...]:
+    """The hidden widths of `task`'s towers: cvr_tower_hidden for CVR if set."""
+    if task == "cvr" and self.config.get("cvr_tower_hidden") is not None:
+      return tuple(self.config.cvr_tower_hidden)
+    return tuple(self.config.tower_hidden)
 
   def component(self, scene: jax.Array, task: int) -> jax.Array:
     """Component owning the tables of (scene, task)."""

@@ -96,3 +96,24 @@ def test_residual_ranking_starts_at_the_embedding_towers(tiny_data, sharing, ran
   params["ranking"]["head"] = jax.tree.map(lambda w: w + 0.1, params["ranking"]["head"])
   moved = models.forward(model, params, batch, "ranking")
   assert (np.asarray(moved["ctr_logit"]) != np.asarray(towers["ctr_logit"])).any()
+
+
+def _hidden_widths(tower: dict) -> list[int]:
+  """The output widths of a tower's layers but its last (the logit)."""
+  kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tower)
+             if "kernel" in jax.tree_util.keystr(path)]
+  return sorted(k.shape[-1] for k in kernels)[::-1][:-1]
+
+
+@pytest.mark.parametrize("cvr_hidden, expected", [(None, [16, 8]), ((4,), [4]), ((), [])])
+def test_the_cvr_towers_have_their_own_widths(tiny_data, cvr_hidden, expected):
+  config = common.base_config("smoke")
+  config.model.update(tower_hidden=(16, 8), cvr_tower_hidden=cvr_hidden)
+  model = models.get_model(tiny_data.schema, config.model)
+  towers = model.init(jax.random.key(0))["embedding"]["towers"]
+  assert _hidden_widths(towers["ctr"]) == [16, 8]
+  assert _hidden_widths(towers["cvr"]) == expected
+  batch = next(pipeline.train_iterator(tiny_data.columns, 64, 1, seed=0))
+  for phase in ("embedding", "ranking"):
+    logits = models.forward(model, model.init(jax.random.key(0)), batch, phase)
+    assert logits["cvr_logit"].shape == (64,)
