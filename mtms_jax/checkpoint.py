@@ -196,6 +196,7 @@ class Checkpoints:
     are not finite is moved to `<workdir>/corrupt_checkpoints/` with a warning, and the next
     older one is tried.
     """
+    orbax_errors.drop_abandoned_reads()     # before a read can fail: its echoes come any time
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         digests.check_sums(self._step_dir(step))
@@ -233,7 +234,6 @@ class Checkpoints:
     return os.path.join(str(self.manager.directory), str(step))
 
   def _set_aside(self, step: int, error: Exception):
-    orbax_errors.drop_abandoned_reads()
     target = os.path.join(self.workdir, CORRUPT, str(step))
     while os.path.exists(target):
       target += "+"

@@ -47,7 +47,7 @@ def drop_late_read_callbacks():
 
 
 def drop_abandoned_reads():
-  """Keeps the echoes of a damaged checkpoint's failed read off stderr (call once one failed).
+  """Keeps the echoes of a damaged checkpoint's failed read off stderr (call before reading).
 
   orbax reads a checkpoint's arrays as concurrent asyncio tasks and raises the first
   failure; the tasks that failed beside it are never awaited, and asyncio logs each one's
