@@ -75,16 +75,7 @@ def _final_params(workdir, step=18):
   return restored["params"]
 
 
-# MTMS on several devices against one: the batch's sums run in another order, and Adam turns
-# those float differences into steps of its learning rate where a gradient is near 0.
-# Measured (AMD EPYC Zen 4, 2026-12-07) with the CTR towers (128, 64): 2.8e-5 of the largest
-# value (a CTR tower kernel) under pmap, 6.1e-5 (the tables) with row-sharded tables under
-# mesh; within 1e-5 with (32, 16) towers. A wrong gradient or a lost update moves them by
-# orders of magnitude more.
-MTMS_RTOL = 1e-4
-
-
-def _assert_as_one_device(workdir, reference, step=18, rtol=MTMS_RTOL):
+def _assert_as_one_device(workdir, reference, step=18, rtol=1e-5):
   params, expected = _final_params(workdir, step), _final_params(reference, step)
   for (path, leaf), want in zip(jax.tree_util.tree_leaves_with_path(params),
                                 jax.tree.leaves(expected)):
