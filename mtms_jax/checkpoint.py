@@ -129,6 +129,7 @@ class Checkpoints:
     self._in_flight = collections.deque()   # steps saved, in order, whose sums are not written
     self._size = 0                          # bytes of the arrays of the last save
     orbax_errors.drop_late_read_callbacks()
+    orbax_errors.drop_abandoned_reads()       # before a read can fail: its echoes come any time
     self.manager = ocp.CheckpointManager(self.directory,
                                          options=manager_options(config, self._write_sums),
                                          item_handlers=handlers)
@@ -196,7 +197,6 @@ class Checkpoints:
     are not finite is moved to `<workdir>/corrupt_checkpoints/` with a warning, and the next
     older one is tried.
     """
-    orbax_errors.drop_abandoned_reads()     # before a read can fail: its echoes come any time
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         digests.check_sums(self._step_dir(step))

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mtms_jax import embedding, errors
+from mtms_jax import embedding, errors, tasks
 from mtms_jax.errors import UserError
 from mtms_jax.models import layers
 from mtms_jax.models.layers import MLP, ROUTES, Dense, SceneMLP
@@ -160,7 +160,7 @@ class Model:
 
   def tower_hidden(self, task: str) -> tuple[int, ...]:
     """The hidden widths of `task`'s towers: cvr_tower_hidden for CVR if set."""
-    if task == "cvr" and self.config.get("cvr_tower_hidden") is not None:
+    if task == tasks.CVR and self.config.get("cvr_tower_hidden") is not None:
       return tuple(self.config.cvr_tower_hidden)
     return tuple(self.config.tower_hidden)
 
